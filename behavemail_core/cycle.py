@@ -1,0 +1,73 @@
+"""One scheduler cycle: recover interrupted sends, then evaluate every due, enabled rule."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from . import heartbeat
+from .evaluation import RuleReport, Services, evaluate_rule
+from .models import Rule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleReport:
+    started_at: datetime
+    rules: list[RuleReport] = field(default_factory=list)
+    recovered: int = 0
+    duration_ms: int = 0
+
+
+def due_rule_ids(services: Services, now: datetime) -> list[int]:
+    with services.sessions() as session:
+        return list(session.scalars(
+            select(Rule.id).where(Rule.enabled.is_(True), Rule.deleted_at.is_(None),
+                                  or_(Rule.next_due_at.is_(None), Rule.next_due_at <= now))
+            .order_by(Rule.id)))
+
+
+def claim_rule(services: Services, rule_id: int, now: datetime) -> bool:
+    """Move the rule's next due time forward; only one of several schedulers wins.
+
+    A Core UPDATE, not the ORM, so the rule's edit version stays untouched and an
+    operator's save is never refused because the scheduler ran.
+    """
+    with services.sessions() as session, session.begin():
+        interval = session.scalar(select(Rule.check_interval_seconds).where(Rule.id == rule_id)) or 300
+        result = session.execute(
+            update(Rule).where(Rule.id == rule_id, Rule.enabled.is_(True),
+                               or_(Rule.next_due_at.is_(None), Rule.next_due_at <= now))
+            .values(next_due_at=now + timedelta(seconds=interval), last_evaluated_at=now)
+            .execution_options(synchronize_session=False))
+        return result.rowcount == 1
+
+
+def run_cycle(services: Services, now: datetime, *, dry_run: bool = False,
+              stale_after: timedelta = timedelta(minutes=10)) -> CycleReport:
+    """Evaluate every due rule once; a failing rule is logged and the others still run."""
+    started = time.monotonic()
+    report = CycleReport(started_at=now)
+    if not dry_run:
+        with services.sessions() as session:
+            report.recovered = heartbeat.recover_interrupted_sends(session, services.scheduler_id, now,
+                                                                   stale_after)
+    for rule_id in due_rule_ids(services, now):
+        if services.should_stop():
+            break
+        if not dry_run and not claim_rule(services, rule_id, now):
+            log.info("rule claimed by another scheduler rule_id=%s", rule_id)
+            continue
+        try:
+            report.rules.append(evaluate_rule(services, rule_id, now, dry_run=dry_run))
+        except Exception:  # noqa: BLE001 - one broken rule must not stop the others
+            log.exception("rule evaluation crashed rule_id=%s", rule_id)
+    report.duration_ms = int((time.monotonic() - started) * 1000)
+    log.info("cycle finished rules=%d recovered=%d duration_ms=%d%s", len(report.rules), report.recovered,
+             report.duration_ms, " dry_run=true" if dry_run else "")
+    return report
