@@ -43,3 +43,42 @@ def prometheus_factory(
     yield start
     for server in servers:
         server.stop()
+
+
+# --- Event endpoints (webhook, tracking, unsubscribe) -------------------------
+
+from datetime import datetime  # noqa: E402
+
+from behavemail_core.events import EventServer, start_event_server  # noqa: E402
+from tests.support.events import AppDatabase, StepClock, make_app_database, make_settings  # noqa: E402
+
+
+@pytest.fixture
+def event_database(tmp_path: Path) -> Iterator[AppDatabase]:
+    """A freshly migrated SQLite app database for the event endpoint tests."""
+    database = make_app_database(tmp_path)
+    yield database
+    database.engine.dispose()
+
+
+@pytest.fixture
+def event_server_factory(
+    tmp_path: Path, event_database: AppDatabase
+) -> Iterator[Callable[..., EventServer]]:
+    """Start event servers on 127.0.0.1 and a free port over ``event_database``.
+
+    Call it as ``event_server_factory(webhook_public_key="", clock=None)``; the
+    default clock is a StepClock. Every server it started is shut down after the test.
+    """
+    servers: list[EventServer] = []
+
+    def start(webhook_public_key: str = "", clock: Callable[[], datetime] | None = None) -> EventServer:
+        settings = make_settings(tmp_path, webhook_public_key=webhook_public_key)
+        server = start_event_server(settings, event_database.sessions, clock=clock or StepClock(),
+                                    address=("127.0.0.1", 0))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
