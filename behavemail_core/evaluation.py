@@ -30,6 +30,7 @@ from .models import (FAILED, HELD_OUT, PENDING, SENT, SUPPRESSED, Episode, Evalu
                      Suppression, Template)
 from .policy import (REASON_DUPLICATE_ADDRESS, REASON_HOLDOUT, PriorSends, decide_send_policy,
                      first_of_duplicates, in_holdout, normalize_address)
+from .personalization import personalization_context
 from .prometheus import PrometheusClient
 from .rendering import TemplateSource, render_email
 from .rule_store import spec_from_row
@@ -338,7 +339,7 @@ def _render_batch(services: Services, spec: RuleSpec, template: TemplateSource |
             failures.append((candidate, f"Rule {spec.name!r} has no template: pick one in the rule builder"))
             continue
         unsubscribe = links.unsubscribe_url(settings.public_url, settings.secret_key, candidate.send_id)
-        context = {**candidate.account, "value": candidate.value, "rule_name": spec.name}
+        context = personalization_context(candidate.account, value=candidate.value, rule_name=spec.name)
         try:
             rendered = render_email(template, context, unsubscribe_url=unsubscribe,
                                     postal_address=settings.postal_address)
@@ -446,9 +447,9 @@ def _plan_dry_run(services: Services, spec: RuleSpec, rule_id: int, template: Te
         subject = ""
         if candidate.outcome == PENDING and template is not None and candidate.account is not None:
             try:
-                subject = render_email(template, {**candidate.account, "value": candidate.value,
-                                                  "rule_name": spec.name},
-                                       unsubscribe_url="", postal_address="").subject
+                context = personalization_context(candidate.account, value=candidate.value,
+                                                  rule_name=spec.name)
+                subject = render_email(template, context, unsubscribe_url="", postal_address="").subject
             except TemplateRenderError as exc:
                 candidate.outcome, candidate.error = FAILED, str(exc)
         _count(report, candidate.outcome, pending_counts_as=SENT)
