@@ -25,7 +25,7 @@ def prometheus_factory(
     servers: list[PrometheusServer] = []
 
     def start(
-        openmetrics: str | None = None,
+        openmetrics: str | Path | None = None,
         scrape_targets: Sequence[str] = (),
         scrape_interval: str = "15s",
         **options: object,
