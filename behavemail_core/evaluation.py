@@ -321,6 +321,7 @@ def _deliver_stage(services: Services, rule_id: int, spec: RuleSpec, template: T
         _record_render_failures(services, render_failures, report)
         if not emails:
             continue
+        _mark_in_flight(services, emails)
         attempt_started = time.monotonic()
         results = services.backend.deliver(emails)
         log.info("batch delivered rule_id=%s backend=%s emails=%d accepted=%d duration_ms=%.0f", rule_id,
@@ -359,6 +360,17 @@ def _render_batch(services: Services, spec: RuleSpec, template: TemplateSource |
     return emails, failures
 
 
+def _mark_in_flight(services: Services, emails: list[OutgoingEmail]) -> None:
+    """Count the attempt before the provider is called.
+
+    After a crash, a pending row with attempts = 0 was never handed to a provider
+    and can be released; one with attempts > 0 may have gone out.
+    """
+    with services.sessions() as session, session.begin():
+        session.execute(update(Send).where(Send.id.in_([e.send_id for e in emails]))
+                        .values(attempts=Send.attempts + 1))
+
+
 def _display_name(account: dict[str, Any]) -> str:
     parts = [str(account.get(k) or "").strip() for k in ("first_name", "last_name")]
     return " ".join(p for p in parts if p)
@@ -387,7 +399,7 @@ def _record_results(services: Services, emails: list[OutgoingEmail], results: li
                 continue
             seen.add(result.send_id)
             values: dict[str, Any] = {"backend": services.backend.name, "subject": email.subject,
-                                      "html": email.html, "text": email.text, "attempts": Send.attempts + 1}
+                                      "html": email.html, "text": email.text}
             if result.accepted:
                 values.update(status=SENT, sent_at=now, provider_message_id=result.provider_message_id,
                               goal_due_at=goal_due)

@@ -8,7 +8,7 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from .models import FAILED, PENDING, SchedulerInstance, Send
@@ -65,11 +65,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def recover_interrupted_sends(session: Session, own_id: str, now: datetime, stale_after: timedelta) -> int:
-    """Give every pending send of a dead scheduler its final outcome: failed, not retried.
+    """Settle the pending sends a dead scheduler left behind; return how many.
 
-    A pending row means the provider may have been called without the result being
-    recorded; sending again could deliver twice, so the row ends as failed with
-    the reason.
+    A pending row whose attempt was counted may have reached the provider without
+    the result being recorded: sending again could deliver twice, so it ends as
+    failed with the reason. A row never handed to a provider (attempts = 0) is
+    deleted, so the next evaluation triggers that user again.
     """
     owners = set(session.scalars(select(Send.claimed_by).where(Send.status == PENDING).distinct()))
     owners.discard(own_id)
@@ -80,10 +81,15 @@ def recover_interrupted_sends(session: Session, own_id: str, now: datetime, stal
             dead.append(owner)
     recovered = 0
     for owner in dead:
-        result = session.execute(update(Send).where(Send.status == PENDING, Send.claimed_by == owner)
-                                 .values(status=FAILED, retryable=False, error=INTERRUPTED_ERROR))
-        recovered += result.rowcount or 0
-        log.warning("recovered %d interrupted sends of scheduler_id=%s", result.rowcount, owner)
+        failed = session.execute(
+            update(Send).where(Send.status == PENDING, Send.claimed_by == owner, Send.attempts > 0)
+            .values(status=FAILED, retryable=False, error=INTERRUPTED_ERROR)).rowcount or 0
+        released = session.execute(
+            delete(Send).where(Send.status == PENDING, Send.claimed_by == owner, Send.attempts == 0)
+        ).rowcount or 0
+        recovered += failed + released
+        log.warning("recovered sends of a stopped scheduler scheduler_id=%s failed=%d released=%d",
+                    owner, failed, released)
     session.commit()
     return recovered
 
