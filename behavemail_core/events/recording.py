@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -83,10 +83,9 @@ class RecordingResult:
     received: int = 0
     stored: int = 0
     duplicates: int = 0
-    # Events whose send id matched no send; stored without a send.
+    # Events whose send id matches no send: stored without a send, or dropped.
     unmatched: int = 0
     suppressions: int = 0
-    stored_keys: set[str] = field(default_factory=set)
 
 
 def make_dedupe_key(source: str, subject: str, event_type: str, occurred: str, detail: str = "") -> str:
@@ -106,12 +105,15 @@ def first_seen_column(event: IncomingEvent) -> str | None:
     return FIRST_SEEN_COLUMNS.get(event.event_type)
 
 
-def record_events(session: Session, events: Sequence[IncomingEvent], *, received_at: datetime) -> RecordingResult:
+def record_events(session: Session, events: Sequence[IncomingEvent], *, received_at: datetime,
+                  keep_unmatched: bool = True) -> RecordingResult:
     """Store new events, move their sends' first-seen times and add suppressions.
 
     Runs inside the caller's transaction. Events already stored (same dedupe key)
     are counted as duplicates and change nothing. A send time only ever moves to
     an earlier instant, so events arriving out of order never undo each other.
+    An event whose send id matches no send is stored without a send, or dropped
+    when ``keep_unmatched`` is false; either way it counts as unmatched.
     """
     result = RecordingResult(received=len(events))
     unique_events = _drop_repeated_keys(events)
@@ -127,15 +129,17 @@ def record_events(session: Session, events: Sequence[IncomingEvent], *, received
         send_id = event.send_id if event.send_id in send_emails else None
         if event.send_id is not None and send_id is None:
             result.unmatched += 1
+            if not keep_unmatched:
+                continue
         rows.append(_event_row(event, send_id, received_at))
 
     insert_ignoring_conflicts(session, DeliveryEvent.__table__, rows, "dedupe_key")
     result.stored = len(rows)
-    result.stored_keys = {row["dedupe_key"] for row in rows}
 
     matched = [event for event in new_events if event.send_id in send_emails]
     _move_first_seen_times(session, matched)
-    result.suppressions = _add_suppressions(session, new_events, send_emails, received_at)
+    events_to_suppress = new_events if keep_unmatched else matched
+    result.suppressions = _add_suppressions(session, events_to_suppress, send_emails, received_at)
     return result
 
 

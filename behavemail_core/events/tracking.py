@@ -57,8 +57,8 @@ def is_machine_open(headers: Mapping[str, str]) -> bool:
 def _tracking_event(event_type: str, send_id: int, occurred_at: datetime, *, url: str | None = None,
                     machine_open: bool = False, payload: dict | None = None,
                     detail: str | None = None) -> IncomingEvent:
-    # Every open and click request is an event of its own (down to the
-    # microsecond), while an unsubscribe is stored once per send.
+    # Opens and clicks are keyed on their time to the microsecond, so each request
+    # is an event of its own. An unsubscribe is keyed without a time: once per send.
     when = "" if event_type == "unsubscribe" else occurred_at.isoformat()
     return IncomingEvent(
         source=SOURCE,
@@ -77,7 +77,8 @@ def _record_quietly(context: EventContext, event: IncomingEvent) -> None:
     """Record one event; log a database error instead of raising it."""
     try:
         result = run_in_transaction(
-            context.sessions, lambda session: record_events(session, [event], received_at=context.clock()))
+            context.sessions,
+            lambda session: record_events(session, [event], received_at=context.clock(), keep_unmatched=False))
     except SQLAlchemyError as exc:
         log.error("failed to record %s of send %s: %s", event.event_type, event.send_id, exc)
         return
