@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
-from .personas import Persona, assign_personas
+from .personas import SEARCH_PLANS, Persona, assign_personas
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,13 @@ def signup_days_ago(persona: Persona, rng: random.Random) -> int:
     return rng.randint(35, 900)
 
 
+def choose_plan(persona: Persona, rng: random.Random) -> str:
+    """Pick a plan; users who never tried search are all on the plans that rule targets."""
+    if persona is Persona.SEARCH_NEVER_TRIED:
+        return rng.choices(SEARCH_PLANS, (3, 1))[0]
+    return rng.choices(PLANS, PLAN_WEIGHTS)[0]
+
+
 def generate_accounts(
     count: int = ACCOUNT_COUNT, seed: int = SEED, reference_date: date = REFERENCE_DATE
 ) -> list[Account]:
@@ -124,7 +131,7 @@ def generate_accounts(
                 first_name=first,
                 last_name=last,
                 company=company,
-                plan=rng.choices(PLANS, PLAN_WEIGHTS)[0],
+                plan=choose_plan(personas[user_id], rng),
                 country=country,
                 timezone=rng.choice(zones),
                 signup_date=reference_date - timedelta(days=signup_days_ago(personas[user_id], rng)),

@@ -29,7 +29,7 @@ import numpy as np
 
 from .accounts import Account
 from .openmetrics import Series, write_openmetrics
-from .personas import Persona, final_quota_ratio
+from .personas import Persona, final_quota_ratio, uses_search
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +123,16 @@ def steady_traffic(
     expected = per_step * daily_cycle(times, account.timezone, datetime.fromtimestamp(timeline.end, timezone.utc))
     expected = expected * active
 
+    searches = uses_search(account.user_id, persona, account.plan, seed)
     counts: dict[tuple[str, str, str], np.ndarray] = {}
     for method, endpoint, share in ROUTES:
-        if endpoint == SEARCH_ENDPOINT and persona is Persona.SEARCH_NEVER_TRIED:
+        if endpoint == SEARCH_ENDPOINT and not searches:
             continue
         counts[(method, endpoint, "200")] = rng.poisson(expected * share)
     for method, endpoint, status, share in ERRORS:
         counts[(method, endpoint, status)] = rng.poisson(expected * share)
 
-    if persona is not Persona.SEARCH_NEVER_TRIED:
+    if searches:
         _ensure_one_call(counts[("GET", SEARCH_ENDPOINT, "200")], active, rng)
     return UserTraffic(account.user_id, counts)
 
@@ -163,12 +164,9 @@ def stalled_traffic(account: Account, timeline: Timeline, seed: int) -> UserTraf
     """
     rng = user_rng(seed, account.user_id, "stalled")
     signup = signup_timestamp(account, seed)
-    first_attempts = [
-        ("POST", "/v1/auth", "401"),
-        ("POST", "/v1/auth", "401"),
-        ("GET", SEARCH_ENDPOINT, "401"),
-        ("POST", "/v1/messages", "401"),
-    ]
+    first_attempts = [("POST", "/v1/auth", "401"), ("POST", "/v1/auth", "401"), ("POST", "/v1/messages", "401")]
+    if uses_search(account.user_id, Persona.STALLED_AFTER_SIGNUP, account.plan, seed):
+        first_attempts.append(("GET", SEARCH_ENDPOINT, "401"))
     first_attempts += [("POST", "/v1/auth", "200")] * int(rng.integers(0, 2))
     first_attempts += [("GET", "/v1/usage", "403")] * int(rng.integers(0, 3))
     events = [(signup + rng.uniform(0, 6) * HOUR, route) for route in first_attempts]

@@ -30,7 +30,7 @@ PERSONA_COUNTS = {
     Persona.ERROR_SPIKE: 12,
     Persona.GONE_QUIET: 14,
     Persona.QUOTA_HIGH: 9,
-    Persona.SEARCH_NEVER_TRIED: 18,
+    Persona.SEARCH_NEVER_TRIED: 15,
     Persona.NEW: 8,
     Persona.DORMANT: 5,
 }
@@ -42,10 +42,10 @@ DESCRIPTIONS = {
     "over 100 responses with status 4xx and a 4xx share above 15 % in 24 hours",
     Persona.GONE_QUIET: "signed up over 30 days ago, steady traffic that stopped 84 to 140 hours ago",
     Persona.QUOTA_HIGH: "steady traffic, api_quota_used_ratio climbing to 0.82 to 1.15",
-    Persona.SEARCH_NEVER_TRIED: "steady traffic that never calls /v2/search",
+    Persona.SEARCH_NEVER_TRIED: "on the pro or enterprise plan, steady traffic that never calls /v2/search",
     Persona.NEW: "signed up 1 to 6 days ago and has used the API steadily since",
     Persona.DORMANT: "has an account but never called the API",
-    Persona.HEALTHY: "steady traffic on every endpoint, few errors, quota below 0.7",
+    Persona.HEALTHY: "steady traffic, few errors, quota below 0.7",
 }
 
 
@@ -62,6 +62,21 @@ def assign_personas(user_ids: Sequence[str], seed: int) -> dict[str, Persona]:
     for user_id in shuffled[position:]:
         personas[user_id] = Persona.HEALTHY
     return personas
+
+
+# Pro and enterprise customers all call /v2/search, except the SEARCH_NEVER_TRIED persona.
+# On the other plans a few do, so about a third of all active users have tried it.
+SEARCH_PLANS = ("pro", "enterprise")
+SEARCH_SHARE_ON_OTHER_PLANS = 0.15
+
+
+def uses_search(user_id: str, persona: Persona, plan: str, seed: int) -> bool:
+    """Return whether a user calls /v2/search at all."""
+    if persona in (Persona.SEARCH_NEVER_TRIED, Persona.DORMANT):
+        return False
+    if plan in SEARCH_PLANS:
+        return True
+    return random.Random(f"search:{seed}:{user_id}").random() < SEARCH_SHARE_ON_OTHER_PLANS
 
 
 def users_by_persona(personas: dict[str, Persona]) -> dict[Persona, list[str]]:

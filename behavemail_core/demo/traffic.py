@@ -35,9 +35,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, start_http_server
 
 from ..settings import DATA_DIR
-from .accounts import SEED, read_accounts_csv
+from .accounts import SEED, Account, read_accounts_csv
 from .history import ROUTES, SEARCH_ENDPOINT
-from .personas import Persona, assign_personas, final_quota_ratio, users_by_persona
+from .personas import Persona, assign_personas, final_quota_ratio, users_by_persona, uses_search
 
 logger = logging.getLogger("behavemail_core.demo.traffic")
 
@@ -108,11 +108,12 @@ def build_script(personas: dict[str, Persona]) -> list[ScriptedEvent]:
 class TrafficSimulation:
     """The live traffic: users' state, the pending script and the metrics they update."""
 
-    personas: dict[str, Persona]
+    accounts: Sequence[Account]
     seed: int = SEED
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self.personas = assign_personas([account.user_id for account in self.accounts], self.seed)
         self.rng = np.random.default_rng([self.seed, 1])
         self.requests = Counter(
             "api_requests", "API requests served, by user, method, endpoint and HTTP status.",
@@ -122,14 +123,16 @@ class TrafficSimulation:
             "api_quota_used_ratio", "Share of the monthly request quota used, by user.",
             ["user_id"], registry=self.registry,
         )
-        self.users = {user_id: LiveUser(user_id) for user_id in sorted(self.personas)}
+        self.users = {account.user_id: LiveUser(account.user_id) for account in self.accounts}
         self.pending = build_script(self.personas)
         groups = users_by_persona(self.personas)
         steady = groups[Persona.HEALTHY][2 : 2 + STEADY_HEALTHY_USERS] + groups[Persona.NEW]
-        for user_id, user in self.users.items():
-            user.calls_search = self.personas[user_id] is not Persona.SEARCH_NEVER_TRIED
-            user.quota_ratio = final_quota_ratio(user_id, self.personas[user_id], self.seed)
-            self.quota.labels(user_id).set(user.quota_ratio)
+        for account in self.accounts:
+            user = self.users[account.user_id]
+            persona = self.personas[account.user_id]
+            user.calls_search = uses_search(account.user_id, persona, account.plan, self.seed)
+            user.quota_ratio = final_quota_ratio(account.user_id, persona, self.seed)
+            self.quota.labels(account.user_id).set(user.quota_ratio)
         for user_id in steady:
             self._start_steady(self.users[user_id])
 
@@ -184,12 +187,6 @@ class TrafficSimulation:
         self.quota.labels(user.user_id).set(round(user.quota_ratio, 4))
 
 
-def initial_state(accounts_path: Path, seed: int) -> TrafficSimulation:
-    """Build the simulation for the users in an accounts CSV."""
-    user_ids = [account.user_id for account in read_accounts_csv(accounts_path)]
-    return TrafficSimulation(assign_personas(user_ids, seed), seed)
-
-
 def run(simulation: TrafficSimulation, speed: float, duration: float | None, stop: threading.Event) -> None:
     """Step the simulation once a second until ``stop`` is set or ``duration`` real seconds pass."""
     began = time.monotonic()
@@ -224,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--speed {args.speed} is invalid: expected a positive factor, e.g. 1 or 60")
 
     disable_created_metrics()
-    simulation = initial_state(args.accounts, args.seed)
+    simulation = TrafficSimulation(read_accounts_csv(args.accounts), args.seed)
     try:
         server, _ = start_http_server(args.port, addr="127.0.0.1", registry=simulation.registry)
     except OSError as exc:
