@@ -52,6 +52,9 @@ TEXT_TAG = "[%behavemail_text%]"
 # "personalizations.3" or "personalizations[3].to[0].email".
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations(?:\.|\[)(\d+)")
 
+# One email and its personalization, without substitutions.
+_Item = tuple[OutgoingEmail, dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -151,7 +154,7 @@ class SendGridBackend:
 
     def deliver(self, emails: Sequence[OutgoingEmail]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
-        sendable: list[tuple[OutgoingEmail, dict[str, Any]]] = []
+        sendable: list[_Item] = []
         for email in emails:
             try:
                 sendable.append((email, self._personalization(email)))
@@ -169,7 +172,7 @@ class SendGridBackend:
         return None
 
     def _personalization(self, email: OutgoingEmail) -> dict[str, Any]:
-        """Build the personalization of one email; raise DeliveryError if it is invalid."""
+        """Build the personalization of one email, or raise DeliveryError if it is invalid."""
         address = recipient_address(email)
         to: dict[str, str] = {"email": address.addr_spec}
         if address.display_name:
@@ -231,8 +234,8 @@ def substitution_bytes(email: OutgoingEmail) -> int:
     return len(json.dumps(substitutions_of(email), ensure_ascii=False).encode("utf-8"))
 
 
-def plan_requests(sendable: Sequence[tuple[OutgoingEmail, dict[str, Any]]]
-                  ) -> list[tuple[list[tuple[OutgoingEmail, dict[str, Any]]], bool]]:
+def plan_requests(sendable: Sequence[_Item]
+                  ) -> list[tuple[list[_Item], bool]]:
     """Group emails into Mail Send requests: (emails, whether they use substitutions).
 
     Emails whose substitutions fit SendGrid's limit share requests of up to 1,000
@@ -240,7 +243,7 @@ def plan_requests(sendable: Sequence[tuple[OutgoingEmail, dict[str, Any]]]
     are compared case-insensitively, the stricter reading of SendGrid's rule.
     Every other email gets a request of its own.
     """
-    groups: list[list[tuple[OutgoingEmail, dict[str, Any]]]] = []
+    groups: list[list[_Item]] = []
     addresses: list[set[str]] = []
     first_open_group = 0
     oversized = []
@@ -277,14 +280,14 @@ class _Batch:
         self._backend = backend
         self._fatal: _Failure | None = None
 
-    def send(self, group: list[tuple[OutgoingEmail, dict[str, Any]]],
+    def send(self, group: list[_Item],
              use_substitutions: bool) -> list[DeliveryResult]:
         emails = [email for email, _ in group]
         if self._fatal is not None:
             return self._fatal.results(emails)
         body = self._body(group, use_substitutions)
         try:
-            message_id = self._post_with_retries(body, len(emails))
+            message_id = self._post_with_retries(body, _describe(emails))
         except _BadRequest as exc:
             return self._bad_request(group, use_substitutions, exc, resend=True)
         except _RequestFailed as exc:
@@ -292,7 +295,7 @@ class _Batch:
         return [DeliveryResult(email.send_id, accepted=True, provider_message_id=message_id)
                 for email in emails]
 
-    def _body(self, group: list[tuple[OutgoingEmail, dict[str, Any]]],
+    def _body(self, group: list[_Item],
               use_substitutions: bool) -> dict[str, Any]:
         if use_substitutions:
             personalizations = [{**personalization, "substitutions": substitutions_of(email)}
@@ -306,7 +309,7 @@ class _Batch:
                        {"type": "text/html", "value": email.html}]
         return self._backend.request_body(personalizations, content)
 
-    def _bad_request(self, group: list[tuple[OutgoingEmail, dict[str, Any]]],
+    def _bad_request(self, group: list[_Item],
                      use_substitutions: bool, exc: _BadRequest,
                      resend: bool) -> list[DeliveryResult]:
         """Fail the personalizations a 400 names and resend the others once.
@@ -315,7 +318,8 @@ class _Batch:
         """
         indexes = [error.personalization_index() for error in exc.errors]
         if not resend or any(index is None or index >= len(group) for index in indexes):
-            logger.error("sendgrid rejected a request of %d emails (400): %s", len(group), exc)
+            logger.error("sendgrid rejected a request of %s (400): %s",
+                         _describe([email for email, _ in group]), exc)
             return _Failure(f"SendGrid rejected the email (400): {exc}", retryable=False).results(
                 [email for email, _ in group])
 
@@ -334,7 +338,7 @@ class _Batch:
                        len(rest), len(group) - len(rest))
         body = self._body(rest, use_substitutions)
         try:
-            message_id = self._post_with_retries(body, len(rest))
+            message_id = self._post_with_retries(body, _describe([email for email, _ in rest]))
         except _BadRequest as second:
             return results + self._bad_request(rest, use_substitutions, second, resend=False)
         except _RequestFailed as failed:
@@ -342,11 +346,14 @@ class _Batch:
         return results + [DeliveryResult(email.send_id, accepted=True, provider_message_id=message_id)
                           for email, _ in rest]
 
-    def _post_with_retries(self, body: Mapping[str, Any], count: int) -> str | None:
+    def _post_with_retries(self, body: Mapping[str, Any], emails: str) -> str | None:
         """POST ``body``, waiting out 429s and retrying 5xx and network errors.
 
-        Returns the X-Message-Id. Raises _BadRequest for a 400 and _RequestFailed
-        for any other final failure.
+        ``emails`` describes the request's emails for log lines. Returns the
+        X-Message-Id. Raises _BadRequest for a 400 and _RequestFailed for any
+        other final failure.
+        NOTE: a network error after SendGrid accepted the request (a read timeout)
+        is retried too, so those recipients can get the email twice.
         """
         backend = self._backend
         policy = backend.retry_policy
@@ -362,27 +369,27 @@ class _Batch:
                 if status == 429:
                     wait = self._rate_limit_wait(exc, rate_limited)
                     rate_limited += 1
-                    logger.warning("sendgrid rate limit (429) on a request of %d emails, "
-                                   "retry %d in %.1f s", count, rate_limited, wait)
+                    logger.warning("sendgrid rate limit (429) on a request of %s, "
+                                   "retry %d in %.1f s", emails, rate_limited, wait)
                     backend.sleep(wait)
                     continue
                 if status >= 500 and server_errors < policy.max_server_error_retries:
                     server_errors += 1
-                    self._back_off(f"HTTP {status}", server_errors, count)
+                    self._back_off(f"HTTP {status}", server_errors, emails)
                     continue
                 raise _RequestFailed(self._http_failure(exc)) from exc
             except (OSError, http.client.HTTPException) as exc:
                 reason = _network_reason(exc)
                 if server_errors < policy.max_server_error_retries:
                     server_errors += 1
-                    self._back_off(reason, server_errors, count)
+                    self._back_off(reason, server_errors, emails)
                     continue
-                logger.error("sendgrid request of %d emails failed: %s", count, reason)
+                logger.error("sendgrid request of %s failed: %s", emails, reason)
                 raise _RequestFailed(_Failure(
                     f"Failed to reach SendGrid at {backend.api_host}: {reason}", retryable=True,
                 )) from exc
-            logger.info("sendgrid accepted a request of %d emails: x_message_id=%s",
-                        count, message_id)
+            logger.info("sendgrid accepted a request of %s: x_message_id=%s",
+                        emails, message_id)
             return message_id
 
     def _rate_limit_wait(self, exc: HTTPError, attempts: int) -> float:
@@ -405,10 +412,10 @@ class _Batch:
         self._fatal = failure
         raise _RequestFailed(failure)
 
-    def _back_off(self, reason: str, attempt: int, count: int) -> None:
+    def _back_off(self, reason: str, attempt: int, emails: str) -> None:
         wait = self._backend.retry_policy.backoff * 2 ** (attempt - 1)
-        logger.warning("sendgrid request of %d emails failed (%s), retry %d in %.1f s",
-                       count, reason, attempt, wait)
+        logger.warning("sendgrid request of %s failed (%s), retry %d in %.1f s",
+                       emails, reason, attempt, wait)
         self._backend.sleep(wait)
 
     def _http_failure(self, exc: HTTPError) -> _Failure:
@@ -428,6 +435,12 @@ class _Batch:
                                retryable=False)
         logger.error("sendgrid request failed: status=%d %s", status, details)
         return failure
+
+
+def _describe(emails: Sequence[OutgoingEmail]) -> str:
+    """Describe a request's emails for a log line: their count and send id range."""
+    send_ids = [email.send_id for email in emails]
+    return f"{len(send_ids)} emails (send_id {min(send_ids)}..{max(send_ids)})"
 
 
 class _RequestFailed(Exception):
