@@ -82,3 +82,16 @@ def event_server_factory(
     yield start
     for server in servers:
         server.shutdown()
+
+
+# --- PostgreSQL ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator["PostgresCluster"]:
+    """A throwaway PostgreSQL cluster for the session; ``new_database()`` gives a fresh URL."""
+    from tests.support.postgres import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()

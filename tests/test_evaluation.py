@@ -72,9 +72,12 @@ def prometheus_url(prometheus_factory) -> str:
     return prometheus_factory(openmetrics=render_openmetrics(series)).url
 
 
-@pytest.fixture
-def services(tmp_path: Path, prometheus_url: str) -> Services:
-    settings = make_settings(tmp_path, BEHAVEMAIL_PROMETHEUS_URL=prometheus_url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def services(request, tmp_path: Path, prometheus_url: str) -> Services:
+    overrides = {"BEHAVEMAIL_PROMETHEUS_URL": prometheus_url}
+    if request.param == "postgresql":
+        overrides["BEHAVEMAIL_DATABASE_URL"] = request.getfixturevalue("postgres_cluster").new_database()
+    settings = make_settings(tmp_path, **overrides)
     write_accounts(tmp_path / "accounts.db", ACCOUNTS)
     sessions = migrated_sessions(settings.database_url)
     with sessions() as session:
@@ -253,3 +256,28 @@ def test_cycle_runs_due_rules_only(services: Services) -> None:
     assert [r.rule_id for r in first.rules] == [due]
     assert disabled not in [r.rule_id for r in first.rules]
     assert again.rules == []  # the check interval (5 minutes) has not passed
+
+
+def test_two_schedulers_evaluate_each_rule_once(services: Services) -> None:
+    import threading
+    from dataclasses import replace
+
+    rule_ids = [add_rule(services, name=f"rule {i}") for i in range(4)]
+    second = replace(services, scheduler_id="other")
+    reports = []
+
+    def cycle(own: Services) -> None:
+        reports.append(run_cycle(own, T1))
+
+    threads = [threading.Thread(target=cycle, args=(s,)) for s in (services, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    evaluated = sorted(r.rule_id for report in reports for r in report.rules)
+    assert evaluated == rule_ids
+    with services.sessions() as session:
+        per_rule_user = session.execute(select(Send.rule_id, Send.user_id, func.count())
+                                        .group_by(Send.rule_id, Send.user_id)).all()
+    assert max(count for *_, count in per_rule_user) == 1
