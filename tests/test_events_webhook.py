@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
@@ -511,3 +512,19 @@ def test_webhook_response_is_json(event_server_factory: Callable[..., EventServe
     assert response.headers["Content-Type"] == "application/json"
     assert json.loads(response.content) == {"events": 0, "stored": 0, "duplicates": 0, "skipped": 0,
                                             "unmatched": 0, "suppressions": 0}
+
+
+def test_concurrent_batches_stored_once(event_server_factory: Callable[..., EventServer],
+                                        event_database: AppDatabase) -> None:
+    # The same batch posted four times at once: every request succeeds and each event is stored once.
+    send_id = event_database.create_send()
+    server = event_server_factory()
+    events = [sendgrid_event("click", send_id=send_id, offset=index, url=f"https://example.com/{index}")
+              for index in range(300)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(lambda _: post_batch(server, events), range(4)))
+
+    assert [response.status_code for response in responses] == [200, 200, 200, 200]
+    assert len(event_database.events()) == 300
+    assert event_database.send(send_id).clicked_at == BASE_TIME

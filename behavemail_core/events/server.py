@@ -128,8 +128,7 @@ class _EventRequestHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+        self.wfile.write(response.body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature of the base class)
         log.debug("%s %s", self.address_string(), redact_tokens(format % args))
