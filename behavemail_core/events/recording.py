@@ -283,9 +283,10 @@ T = TypeVar("T")
 def run_in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
     """Run ``work`` in a new transaction and commit it.
 
-    SQLite returns "database is locked" at once, without waiting for the busy
-    timeout, when a transaction that began by reading tries to write after another
-    connection committed. Such a transaction is run again, up to three times in all.
+    SQLite reports "database is locked" when another connection holds the write
+    lock for longer than the busy timeout, or when a read transaction cannot be
+    upgraded to a write transaction. Such a transaction is run again, up to three
+    times in all.
     """
     attempt = 1
     while True:
