@@ -226,6 +226,21 @@ def test_network_error_fails_retryable():
     assert time.sleeps == [1.0, 2.0]
 
 
+def test_response_timeout_not_resent(sendgrid_double):
+    # SendGrid may have accepted a request whose response never came: resending
+    # could deliver every email in it twice, so the emails fail for good.
+    time = FakeTime()
+    sendgrid_double.script(ScriptedResponse(status=202, headers={"X-Message-Id": "late"}, delay=3.0))
+    backend = SendGridBackend(sendgrid_double.api_key, sendgrid_double.url, SENDER,
+                              sleep=time.sleep, clock=time.clock, timeout=0.5)
+
+    results = backend.deliver([outgoing(1), outgoing(2)])
+
+    assert [result.retryable for result in results] == [False, False]
+    assert "may have accepted the email" in results[0].error
+    assert time.sleeps == []
+
+
 def test_wrong_api_key_fails_whole_batch(sendgrid_double):
     emails = [outgoing(send_id) for send_id in range(1500)]
 

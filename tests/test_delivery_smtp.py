@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import logging
 
 import pytest
@@ -118,12 +120,18 @@ def test_unreachable_server_fails_retryable():
     assert "Failed to connect to SMTP server 127.0.0.1" in results[0].error
 
 
-def test_slow_server_times_out_retryable():
+def test_reply_timeout_not_resent():
+    # The server may have accepted a message whose reply timed out, so resending
+    # could deliver it twice: each such email fails for good, and nothing is sent twice.
     with SMTPTestServer(data_delay=3.0) as server:
         results = backend_for(server, timeout=0.5).deliver([outgoing(1), outgoing(2)])
+        time.sleep(3.5)
+        received = [rcpt for envelope in server.envelopes for rcpt in envelope.rcpt_tos]
 
     assert [result.accepted for result in results] == [False, False]
-    assert [result.retryable for result in results] == [True, True]
+    assert [result.retryable for result in results] == [False, False]
+    assert "did not answer within 0.5 s" in results[0].error
+    assert len(received) == len(set(received))
 
 
 def test_starttls_with_login_delivers(tmp_path):

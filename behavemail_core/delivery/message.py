@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import parseaddr
 from typing import Protocol, Sequence
@@ -25,7 +26,7 @@ def parse_sender(raw: str) -> Sender:
         )
     try:
         Address(display_name=name, addr_spec=address)
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, HeaderParseError) as exc:
         raise ConfigurationError(f"BEHAVEMAIL_FROM={raw!r} is not a valid sender: {exc}") from exc
     return Sender(address=address, name=name)
 

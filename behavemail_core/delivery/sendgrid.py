@@ -352,8 +352,10 @@ class _Batch:
         ``emails`` describes the request's emails for log lines. Returns the
         X-Message-Id. Raises _BadRequest for a 400 and _RequestFailed for any
         other final failure.
-        NOTE: a network error after SendGrid accepted the request (a read timeout)
-        is retried too, so those recipients can get the email twice.
+        A network error while the request is being sent is retried: SendGrid
+        cannot act on a request it did not receive whole. An error while waiting
+        for the response (a read timeout, a dropped connection) is not, because
+        SendGrid may have accepted the request, and resending would deliver twice.
         """
         backend = self._backend
         policy = backend.retry_policy
@@ -380,6 +382,15 @@ class _Batch:
                 raise _RequestFailed(self._http_failure(exc)) from exc
             except (OSError, http.client.HTTPException) as exc:
                 reason = _network_reason(exc)
+                if not isinstance(exc, urllib.error.URLError):
+                    # urllib wraps errors up to the end of sending the request in
+                    # URLError; anything else happened while waiting for the response.
+                    logger.error("sendgrid request of %s: no response (%s), not retried", emails, reason)
+                    raise _RequestFailed(_Failure(
+                        f"SendGrid at {backend.api_host} did not answer ({reason}) after the request "
+                        "was sent. It may have accepted the email, so it is not resent to avoid a "
+                        "duplicate.", retryable=False,
+                    )) from exc
                 if server_errors < policy.max_server_error_retries:
                     server_errors += 1
                     self._back_off(reason, server_errors, emails)

@@ -36,6 +36,10 @@ class _ConnectionLost(Exception):
     """The server closed the connection or the socket failed in the middle of a batch."""
 
 
+class _OutcomeUnknown(Exception):
+    """The connection timed out after the message was handed over; it may have been delivered."""
+
+
 class SMTPBackend:
     """Send email through an SMTP server with smtplib.
 
@@ -174,9 +178,8 @@ class SMTPBackend:
                   message: EmailMessage) -> DeliveryResult:
         """Send one message over ``connection``, or raise _ConnectionLost if the connection failed.
 
-        NOTE: a reply that times out also counts as a lost connection, so the
-        message is sent again after reconnecting. If the server had accepted it
-        just before the timeout, the recipient gets it twice.
+        A reply that times out raises _OutcomeUnknown: the server may have
+        accepted the message, so it is not sent again.
         """
         try:
             connection.send_message(message, from_addr=self._sender.address,
@@ -195,6 +198,14 @@ class SMTPBackend:
                 f"SMTP server {self.host}:{self.port} cannot take this email: {exc}",
                 retryable=False,
             ).result(email)
+        except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+            # smtplib reports a reply timeout as SMTPServerDisconnected raised while
+            # handling the socket's TimeoutError.
+            if not isinstance(exc, TimeoutError) and not isinstance(exc.__context__, TimeoutError):
+                raise _ConnectionLost(str(exc) or type(exc).__name__) from exc
+            raise _OutcomeUnknown(
+                f"SMTP server {self.host}:{self.port} did not answer within {self._timeout:g} s. "
+                "It may have accepted the email, so it is not resent to avoid a duplicate.") from exc
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _ConnectionLost(str(exc) or type(exc).__name__) from exc
         except smtplib.SMTPException as exc:
@@ -248,6 +259,11 @@ class _Batch:
                 break
             try:
                 return self._backend._send_one(connection, email, message)
+            except _OutcomeUnknown as exc:
+                logger.error("smtp outcome unknown send_id=%s: %s", email.send_id, exc)
+                connection.close()
+                self._connection = None
+                return _Failure(str(exc), retryable=False).result(email)
             except _ConnectionLost as exc:
                 self._connection_lost(email, exc)
         assert self._fatal is not None

@@ -26,6 +26,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +63,8 @@ class ScriptedResponse:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    # Seconds to wait before answering, to make the client's read time out.
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ class SendGridDouble:
         with self._lock:
             scripted = self._script.popleft() if self._script else None
         if scripted is not None:
+            if scripted.delay:
+                time.sleep(scripted.delay)
             return scripted.status, dict(scripted.headers), scripted.body
         if len(raw_body) > MAX_BODY_BYTES:
             return 413, {}, _errors([("The request body exceeds the 30 MB limit.", None)])
