@@ -28,7 +28,7 @@ BASE_TIME = datetime.fromtimestamp(BASE_TIMESTAMP, timezone.utc)
 
 @dataclass
 class AppDatabase:
-    """A migrated SQLite app database in a temporary directory, with helpers to seed and read it."""
+    """A migrated app database (SQLite or PostgreSQL), with helpers to seed and read it."""
 
     url: str
     engine: Engine
@@ -67,7 +67,11 @@ class AppDatabase:
 
 
 def make_app_database(directory: Path) -> AppDatabase:
-    url = f"sqlite:///{directory / 'behavemail.db'}"
+    return open_app_database(f"sqlite:///{directory / 'behavemail.db'}")
+
+
+def open_app_database(url: str) -> AppDatabase:
+    """Migrate the empty database at ``url`` to the newest schema and open it."""
     upgrade(url)
     engine = create_app_engine(url)
     return AppDatabase(url=url, engine=engine, sessions=session_factory(engine))
