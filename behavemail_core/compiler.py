@@ -28,16 +28,16 @@ class _Context:
     min_window: int
     notes: list[str]
 
-    def window(self, text: str, what: str = "window") -> str:
+    def window(self, text: str, field_name: str = "window") -> str:
         """Return the window as PromQL, widened to two scrape intervals when shorter.
 
         With fewer than two samples in a range, increase() and rate() return nothing,
         so a shorter window would silently never match.
         """
-        seconds = parse_duration(text, what)
+        seconds = parse_duration(text, field_name)
         if seconds < self.min_window:
             widened = format_duration(self.min_window)
-            note = (f"The {what} {text} is shorter than two scrape intervals and would never "
+            note = (f"The {field_name} {text} is shorter than two scrape intervals and would never "
                     f"match: widened to {widened}.")
             if note not in self.notes:
                 self.notes.append(note)
@@ -82,8 +82,9 @@ def _compile(condition: Condition, ctx: _Context) -> str:
 
 
 def _sum_increase(metric: str, matchers: tuple[LabelMatcher, ...], window: str,
-                  ctx: _Context, what: str = "window") -> str:
-    return f"sum by ({ctx.user_label}) (increase({selector(metric, matchers)}[{ctx.window(window, what)}]))"
+                  ctx: _Context, field_name: str = "window") -> str:
+    return (f"sum by ({ctx.user_label}) "
+            f"(increase({selector(metric, matchers)}[{ctx.window(window, field_name)}]))")
 
 
 def _ratio(condition: RatioCondition, ctx: _Context) -> str:

@@ -18,8 +18,8 @@ LEVEL_WORDS = {">": "above", ">=": "at or above", "<": "below", "<=": "at or bel
 
 def describe_rule(condition: Condition, audience: Sequence[AudienceFilter] = (),
                   policy: str | None = None) -> str:
-    """Return e.g. 'Customers on the free plan who got more than 10 responses with status 4xx
-    in the last 24 hours, at most once every 7 days.'"""
+    """Return e.g. 'Customers on the free plan who got more than 10 API requests with status
+    4xx in the last 24 hours, at most once every 7 days.'"""
     subject = "Customers" + _audience_phrase(audience)
     sentence = f"{subject} {describe_condition(condition)}"
     if policy:

@@ -3,10 +3,10 @@
 evaluate -> look up accounts -> audience filter -> send policy -> claim send rows
 -> render -> deliver -> record.
 
-Send rows are claimed (inserted as pending, or directly with their final outcome
-when no email goes out) in the same transaction that reads the send history, and
-committed before any provider is called, so a second run or a crash never sends
-twice. A unique constraint on (rule, user, dedupe key) backs this up when several
+Send rows are claimed in the same transaction that reads the send history: a row
+is inserted as pending, or with its final outcome when no email goes out. The
+claim is committed before any provider is called, so a second run or a crash
+never sends twice. A unique constraint on (rule, user, dedupe key) backs this up when several
 schedulers share a PostgreSQL database.
 """
 
@@ -50,7 +50,7 @@ ID_CHUNK = 5000
 
 @dataclass
 class Services:
-    """What an evaluation needs; tests inject their own instances."""
+    """The dependencies of an evaluation; tests inject their own instances."""
 
     settings: Settings
     sessions: sessionmaker[Session]

@@ -1,4 +1,4 @@
-"""The variables a template sees for one user: the account's fields, the rule's value and name."""
+"""The template context of one user: the account's fields, the rule's value and its name."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ class PolicyDecision:
 
 @dataclass(frozen=True)
 class PriorSends:
-    """What the send history says about one rule and user."""
+    """The send history of one rule and one user, as the send policy needs it."""
 
     has_ever: bool = False
     last_created_at: datetime | None = None

@@ -169,7 +169,7 @@ class PrometheusClient:
         if not isinstance(body, dict) or "status" not in body:
             kind = PrometheusUnavailableError if response.status_code >= 500 else PrometheusError
             raise kind(
-                f"{url} answered HTTP {response.status_code} without a Prometheus API response: "
+                f"{url} returned HTTP {response.status_code} without a Prometheus API body: "
                 "check that BEHAVEMAIL_PROMETHEUS_URL is the Prometheus base URL (no /graph or /api suffix)",
                 query=query, url=url)
         if body["status"] != "success":

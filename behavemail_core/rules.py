@@ -7,7 +7,7 @@ they share one validation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .audience import AudienceFilter
@@ -37,7 +37,6 @@ class RuleSpec:
     holdout_percent: float = 0.0
     goal: Condition | None = None
     goal_window_seconds: int = 72 * 3600
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.name.strip():
