@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL cluster on 127.0.0.1 for one test session.
 
 initdb refuses to run as root, so when the tests run as root (as CI does) the
-cluster is created and started as the ``postgres`` system user, which Debian's
-PostgreSQL packages create.
+cluster is created and started as the ``postgres`` system user that Debian's
+PostgreSQL packages create, or as ``nobody`` where that user is missing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PostgresCluster:
         self.directory = Path(tempfile.mkdtemp(prefix="behavemail-pg-"))
         self.data = self.directory / "data"
         self.port = free_port()
-        self._owner = "postgres" if os.geteuid() == 0 else None
+        self._owner = _unprivileged_user() if os.geteuid() == 0 else None
         self._databases = 0
 
     def _run(self, *args: str) -> None:
@@ -63,3 +63,13 @@ class PostgresCluster:
                              autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{name}"
+
+
+def _unprivileged_user() -> str:
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise RuntimeError("initdb cannot run as root, and neither a postgres nor a nobody user exists")
