@@ -21,6 +21,7 @@ class CycleReport:
     started_at: datetime
     rules: list[RuleReport] = field(default_factory=list)
     recovered: int = 0
+    deferred: int = 0
     duration_ms: int = 0
 
 
@@ -49,16 +50,26 @@ def claim_rule(services: Services, rule_id: int, now: datetime) -> bool:
 
 
 def run_cycle(services: Services, now: datetime, *, dry_run: bool = False,
-              stale_after: timedelta = timedelta(minutes=10)) -> CycleReport:
-    """Evaluate every due rule once; a failing rule is logged and the others still run."""
+              stale_after: timedelta = timedelta(minutes=10),
+              deadline: float | None = None) -> CycleReport:
+    """Evaluate every due rule once; a failing rule is logged and the others still run.
+
+    ``deadline`` is a time.monotonic() value: rules not started by then stay due
+    and run in the next cycle, so one slow cycle cannot delay the ones after it.
+    """
     started = time.monotonic()
     report = CycleReport(started_at=now)
     if not dry_run:
         with services.sessions() as session:
             report.recovered = heartbeat.recover_interrupted_sends(session, services.scheduler_id, now,
                                                                    stale_after)
-    for rule_id in due_rule_ids(services, now):
+    due = due_rule_ids(services, now)
+    for position, rule_id in enumerate(due):
         if services.should_stop():
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            report.deferred = len(due) - position
+            log.warning("cycle deadline passed: %d due rules left for the next cycle", report.deferred)
             break
         if not dry_run and not claim_rule(services, rule_id, now):
             log.info("rule claimed by another scheduler rule_id=%s", rule_id)

@@ -23,6 +23,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A cycle may start new rules for this many scheduler intervals; the rest wait for the next.
+CYCLE_DEADLINE_INTERVALS = 3
+
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
@@ -109,7 +112,8 @@ class SchedulerProcess:
         while not self._stop.is_set():
             now = self.clock()
             try:
-                reports.append(run_cycle(services, now, dry_run=self.dry_run))
+                reports.append(run_cycle(services, now, dry_run=self.dry_run,
+                                         deadline=time.monotonic() + CYCLE_DEADLINE_INTERVALS * interval))
             except Exception:  # noqa: BLE001 - the loop survives and logs each error
                 log.exception("cycle failed scheduler_id=%s", services.scheduler_id)
             if not self.dry_run:

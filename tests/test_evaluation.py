@@ -281,3 +281,17 @@ def test_two_schedulers_evaluate_each_rule_once(services: Services) -> None:
         per_rule_user = session.execute(select(Send.rule_id, Send.user_id, func.count())
                                         .group_by(Send.rule_id, Send.user_id)).all()
     assert max(count for *_, count in per_rule_user) == 1
+
+
+def test_cycle_deadline_defers_rules(services: Services) -> None:
+    import time
+
+    first = add_rule(services, name="first")
+    second = add_rule(services, name="second")
+
+    late = run_cycle(services, T1, deadline=time.monotonic() - 1)
+    next_cycle = run_cycle(services, T1 + timedelta(seconds=30))
+
+    assert late.rules == []
+    assert late.deferred == 2
+    assert [r.rule_id for r in next_cycle.rules] == [first, second]
