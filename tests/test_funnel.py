@@ -15,21 +15,27 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from behavemail_core.database import create_app_engine, session_factory, upgrade
+from behavemail_core.demo.send_history import seed_history
+from behavemail_core.errors import BehavemailError
 from behavemail_core.funnel import (HoldoutComparison, Period, daily_activity, evaluation_summaries, funnel,
                                     rule_funnels, triggered_per_day)
-from behavemail_core.models import FAILED, HELD_OUT, PENDING, SENT, SUPPRESSED, Evaluation, Rule, Send
+from behavemail_core.models import FAILED, HELD_OUT, PENDING, SENT, SUPPRESSED, DeliveryEvent, Evaluation, Rule, Send
+from behavemail_core.portability import import_document
 from tests.support.prometheus import free_port
 
 PERIOD = Period.for_days(date(2025, 3, 1), date(2025, 3, 3))
 POSTGRES_BIN = Path("/usr/local/bin")
+STARTER_RULES = Path(__file__).resolve().parent.parent / "data" / "starter_rules.yaml"
+SEED_NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def utc(text: str) -> datetime:
@@ -165,16 +171,20 @@ def postgres() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[sessionmaker[Session], dict[str, int]]]:
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'app.db'}"
     else:
         url = request.getfixturevalue("postgres").create_database()
     upgrade(url)
     engine = create_app_engine(url)
-    sessions = session_factory(engine)
-    yield sessions, seed(sessions)
+    yield session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def database(empty_database: sessionmaker[Session]) -> tuple[sessionmaker[Session], dict[str, int]]:
+    return empty_database, seed(empty_database)
 
 
 # --- tests -----------------------------------------------------------------------
@@ -337,3 +347,85 @@ def test_comparison_without_variance() -> None:
 def test_enough_data_rule_of_thumb() -> None:
     assert HoldoutComparison(100, 45, 100, 30).enough_data
     assert not HoldoutComparison(5, 2, 3, 1).enough_data
+
+
+# --- demo history ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def seeded_demo(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
+    """A database with the starter rules and the demo history, seeded once per module and backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'app.db'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+    upgrade(url)
+    engine = create_app_engine(url)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        import_document(session, STARTER_RULES.read_text(encoding="utf-8"), actor="test", source=str(STARTER_RULES))
+    # A CSV path that does not exist: the history uses the generated demo accounts.
+    seed_history(sessions, SEED_NOW, accounts_csv=tmp_path_factory.mktemp("no-csv") / "missing.csv")
+    yield sessions
+    engine.dispose()
+
+
+def test_demo_history_sent_beats_control(seeded_demo: sessionmaker[Session]) -> None:
+    with seeded_demo() as session:
+        rules = rule_funnels(session, Period.last_days(SEED_NOW, 30))
+        overall = funnel(session, Period.last_days(SEED_NOW, 30)).comparison
+
+    controlled = [rule for rule in rules if rule.counts.held_out_goal_measured]
+    assert [rule.rule_name for rule in controlled] == [
+        "Key gone quiet", "New search endpoint never tried", "Spike of 4xx errors"]
+    for rule in controlled:
+        assert rule.comparison.sent_rate > rule.comparison.held_out_rate, rule.rule_name
+    assert overall.sent_rate > overall.held_out_rate
+
+
+def test_demo_history_covers_every_rule(seeded_demo: sessionmaker[Session]) -> None:
+    with seeded_demo() as session:
+        rules = rule_funnels(session, Period.last_days(SEED_NOW, 31))
+
+    assert len(rules) == 5
+    assert all(rule.counts.sent > 0 for rule in rules)
+    assert sum(rule.counts.clicked for rule in rules) > 0
+    assert sum(rule.counts.machine_opened_only for rule in rules) > 0
+    assert sum(rule.counts.bounced for rule in rules) > 0
+
+
+def test_demo_history_nothing_after_now(seeded_demo: sessionmaker[Session]) -> None:
+    with seeded_demo() as session:
+        latest_send = session.scalar(select(func.max(Send.created_at)))
+        latest_event = session.scalar(select(func.max(DeliveryEvent.occurred_at)))
+        latest_goal = session.scalar(select(func.max(Send.goal_measured_at)))
+
+    assert latest_send < SEED_NOW
+    assert latest_event < SEED_NOW
+    assert latest_goal < SEED_NOW
+
+
+def test_demo_history_sent_emails_rendered(seeded_demo: sessionmaker[Session]) -> None:
+    with seeded_demo() as session:
+        unrendered = session.scalar(select(func.count()).select_from(Send)
+                                    .where(Send.status == SENT, Send.html.is_(None)))
+
+    assert unrendered == 0
+
+
+def test_demo_history_seeded_once(seeded_demo: sessionmaker[Session], tmp_path: Path) -> None:
+    with seeded_demo() as session:
+        before = session.scalar(select(func.count()).select_from(Send))
+
+    again = seed_history(seeded_demo, SEED_NOW + timedelta(days=1), accounts_csv=tmp_path / "missing.csv")
+    with seeded_demo() as session:
+        after = session.scalar(select(func.count()).select_from(Send))
+
+    assert again.skipped
+    assert after == before
+
+
+def test_demo_history_needs_starter_rules(empty_database: sessionmaker[Session], tmp_path: Path) -> None:
+    with pytest.raises(BehavemailError, match="Starter rule 'Integration stalled after signup' not found"):
+        seed_history(empty_database, SEED_NOW, accounts_csv=tmp_path / "missing.csv")
