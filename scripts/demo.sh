@@ -131,8 +131,8 @@ done
 
 mkdir -p "$LOGS"
 
-# The demo always uses its own files and Prometheus, whatever .env or behavemail.toml say,
-# and writes email to data/outbox instead of sending it.
+# The demo always uses its own files and Prometheus, whatever .env or behavemail.toml set.
+# It writes email to data/outbox instead of sending it.
 export BEHAVEMAIL_DATABASE_URL="sqlite:///$PWD/$DATA/behavemail.db"
 export BEHAVEMAIL_ACCOUNTS_URL="sqlite:///$PWD/$DATA/accounts.db"
 export BEHAVEMAIL_PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT"
@@ -204,6 +204,8 @@ wait_scraped
 log "preparing the app database and importing the starter rules"
 "$PY" -m behavemail_core db upgrade
 "$PY" -m behavemail_core rules import "$DATA/starter_rules.yaml"
+log "adding 30 days of past sends for the dashboard (skipped when already there)"
+"$PY" -m behavemail_core.demo.send_history --accounts "$DATA/accounts.csv"
 
 start scheduler env BEHAVEMAIL_SCHEDULER_INTERVAL="$SCHEDULER_INTERVAL" "$PY" scheduler.py
 wait_ready scheduler "http://127.0.0.1:$EVENTS_PORT/healthz" "${pids[-1]}"

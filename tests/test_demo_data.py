@@ -50,7 +50,7 @@ SEARCH_NEVER_TRIED = f"({ACTIVE_7D}) unless {SEARCH_7D}"
 
 
 class DemoHistory:
-    """The generated demo data of one test module and the Prometheus that holds it."""
+    """The generated demo data of one test module and the Prometheus that contains it."""
 
     def __init__(self, directory: Path, server: PrometheusServer, timeline: Timeline) -> None:
         self.directory = directory
@@ -132,7 +132,7 @@ def test_signup_dates_relative_to_today() -> None:
     assert sum(1 for age in ages if age > 30) > len(ages) / 2
 
 
-def test_accounts_db_answers_demo_query(demo: DemoHistory) -> None:
+def test_accounts_db_runs_demo_query(demo: DemoHistory) -> None:
     engine = create_engine(f"sqlite:///{demo.directory / 'accounts.db'}")
     query = text(DEMO_ACCOUNTS_QUERY).bindparams(bindparam("user_ids", expanding=True))
     with engine.connect() as connection:
@@ -185,6 +185,15 @@ def test_error_counts_far_from_threshold(demo: DemoHistory) -> None:
     assert max(others) < 30
 
 
+def test_error_share_far_from_threshold(demo: DemoHistory) -> None:
+    shares = demo.values(f"{ERRORS_4XX_24H} / ({REQUESTS_24H} > 0)")
+    spiking = [shares[user] for user in demo.groups[Persona.ERROR_SPIKE]]
+    others = [value for user, value in shares.items() if user not in demo.groups[Persona.ERROR_SPIKE]]
+
+    assert min(spiking) > 0.15
+    assert max(others) < 0.02
+
+
 def test_gone_quiet(demo: DemoHistory) -> None:
     quiet_72h = demo.users(GONE_QUIET)
     established = set(demo.signups) - demo.signed_up_within(30)
@@ -212,7 +221,7 @@ def test_search_never_tried(demo: DemoHistory) -> None:
     assert never_tried & demo.on_plans("pro", "enterprise") == demo.groups[Persona.SEARCH_NEVER_TRIED]
 
 
-def test_a_third_tried_search(demo: DemoHistory) -> None:
+def test_search_tried_by_a_third(demo: DemoHistory) -> None:
     active = demo.users(ACTIVE_7D)
     tried = demo.users(SEARCH_7D)
 

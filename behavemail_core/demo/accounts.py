@@ -191,7 +191,7 @@ def build_accounts_db(accounts: Sequence[Account], path: Path) -> None:
         connection.commit()
     finally:
         connection.close()
-    # Replace the old file in one step, so a running app never sees a half-written table.
+    # Replace the old file in one step, so a running app never reads a half-written table.
     temporary.replace(path)
     logger.info("wrote %d accounts to %s", len(accounts), path)
 

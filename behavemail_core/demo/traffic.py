@@ -138,13 +138,13 @@ class TrafficSimulation:
 
     def _start_steady(self, user: LiveUser) -> None:
         user.requests_per_second = float(self.rng.uniform(0.5, 2.0))
-        # Create the series at zero, so Prometheus sees the first requests as an increase.
+        # Create the series at zero, so Prometheus counts the first requests as an increase.
         for method, endpoint, _ in ROUTES:
             if endpoint != SEARCH_ENDPOINT or user.calls_search:
                 self.requests.labels(user.user_id, method, endpoint, "200").inc(0)
 
     def apply(self, event: ScriptedEvent, now: float) -> None:
-        """Change one user's behavior as the event says."""
+        """Apply the event's change to its user's behavior."""
         user = self.users[event.user_id]
         logger.info("scripted event at %.0f s: user_id=%s %s", event.at_seconds, user.user_id, event.kind.value)
         if event.kind is EventKind.ERROR_BURST:
