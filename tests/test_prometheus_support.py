@@ -92,7 +92,7 @@ def test_increase_over_backfilled_range(prometheus_factory) -> None:
 
     result = server.query('sum by (user_id) (increase(jobs_total{user_id="u1"}[30m]))', at=end)
 
-    # The window holds 30 one-minute steps of +2 each. Its first and last samples sit
+    # The window contains 30 one-minute steps of +2 each. Its first and last samples sit
     # on the window's edges, so extrapolation adds nothing.
     assert float(result[0]["value"][1]) == pytest.approx(60.0)
 
