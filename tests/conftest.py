@@ -95,3 +95,58 @@ def postgres_cluster() -> Iterator["PostgresCluster"]:
     cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()
+
+
+# --- Operator app: Streamlit screens (AppTest) and Chromium --------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass
+class OperatorWorld:
+    """What the operator app's tests share: a Prometheus with history and an accounts database."""
+
+    prometheus: "PrometheusServer"
+    accounts_url: str
+
+
+@pytest.fixture(scope="session")
+def operator_world(prometheus_factory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorWorld]:
+    """Start the Prometheus of tests/support/app_data.py and write its accounts database."""
+    from tests.support.app_data import build_accounts_db, start_history_prometheus
+
+    server, exporter = start_history_prometheus(prometheus_factory)
+    accounts_url = build_accounts_db(tmp_path_factory.mktemp("operator-accounts") / "accounts.db")
+    yield OperatorWorld(prometheus=server, accounts_url=accounts_url)
+    exporter.shutdown()
+
+
+@pytest.fixture
+def app_env(operator_world: OperatorWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point the BEHAVEMAIL_* variables at a fresh, migrated app database and the shared world.
+
+    The working directory moves to ``tmp_path``, so no .env or behavemail.toml of the
+    checkout is read. Tests change a variable with monkeypatch.setenv after this.
+    """
+    from behavemail_core.database import upgrade
+    from tests.support.app_data import app_environment
+
+    environment = app_environment(tmp_path, operator_world.prometheus.url, operator_world.accounts_url)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    upgrade(environment["BEHAVEMAIL_DATABASE_URL"])
+    return environment
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator["Browser"]:
+    """Debian's Chromium, driven by Playwright, for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.app_server import CHROMIUM_ARGS, CHROMIUM_PATH
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
