@@ -30,7 +30,7 @@ class PostgresCluster:
         self._databases = 0
 
     def _run(self, *args: str) -> None:
-        command = list(args)
+        command = [_binary(args[0]), *args[1:]]
         if self._owner:
             command = ["runuser", "-u", self._owner, "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
@@ -73,3 +73,14 @@ def _unprivileged_user() -> str:
             continue
         return name
     raise RuntimeError("initdb cannot run as root, and neither a postgres nor a nobody user exists")
+
+
+def _binary(name: str) -> str:
+    """Find a PostgreSQL program on PATH, or in Debian's versioned folder."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not candidates:
+        raise RuntimeError(f"{name} not found: install PostgreSQL's server binaries (Debian: postgresql)")
+    return str(candidates[-1])
