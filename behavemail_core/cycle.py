@@ -11,6 +11,7 @@ from sqlalchemy import or_, select, update
 
 from . import heartbeat
 from .evaluation import RuleReport, Services, evaluate_rule
+from .goals import measure_due_goals
 from .models import Rule
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,17 @@ def run_cycle(services: Services, now: datetime, *, dry_run: bool = False,
             report.rules.append(evaluate_rule(services, rule_id, now, dry_run=dry_run))
         except Exception:  # noqa: BLE001 - one broken rule must not stop the others
             log.exception("rule evaluation crashed rule_id=%s", rule_id)
+    if not dry_run and not services.should_stop():
+        _measure_goals(services, now)
     report.duration_ms = int((time.monotonic() - started) * 1000)
     log.info("cycle finished rules=%d recovered=%d duration_ms=%d%s", len(report.rules), report.recovered,
              report.duration_ms, " dry_run=true" if dry_run else "")
     return report
+
+
+def _measure_goals(services: Services, now: datetime) -> None:
+    """Measure the goals whose window closed; a failure here never stops the sending."""
+    try:
+        measure_due_goals(services.sessions, services.prometheus, services.settings, now)
+    except Exception:  # noqa: BLE001 - goal measurement is retried next cycle
+        log.exception("goal measurement failed; it is retried next cycle")

@@ -295,3 +295,19 @@ def test_cycle_deadline_defers_rules(services: Services) -> None:
     assert late.rules == []
     assert late.deferred == 2
     assert [r.rule_id for r in next_cycle.rules] == [first, second]
+
+
+def test_cycle_measures_closed_goals(services: Services) -> None:
+    add_rule(services, holdout_percent=50, audience=(), goal_window_seconds=3600)
+
+    run_cycle(services, T1)
+    run_cycle(services, T1 + timedelta(minutes=30))
+    before = sends(services)
+    run_cycle(services, T1 + timedelta(hours=1, minutes=5))
+    after = sends(services)
+
+    measured = [r for rs in after.values() for r in rs if r.status in ("sent", "held_out")]
+    assert measured
+    assert all(r.goal_measured_at is None for rs in before.values() for r in rs)
+    # The history has no API requests at all, so nobody reached the default goal.
+    assert all(r.goal_measured_at is not None and r.goal_reached is False for r in measured)
