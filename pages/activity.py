@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import streamlit as st
-import streamlit.components.v1 as components
 
 from behavemail_core import activity
 from behavemail_core.activity import SendDetail, SendFilter, SendLogRow, SendPage
@@ -43,8 +42,10 @@ class ActivityState:
 def activity_page() -> None:
     """Show the filtered send log and, below it, the send picked in it."""
     st.title("Activity")
-    state = _page_state()
     settings = services.current_settings()
+    if not _signed_in(settings):
+        return
+    state = _page_state()
     sessions = services.sessions(settings)
     show_flash(state.flash)
     state.flash = None
@@ -69,6 +70,20 @@ def activity_page() -> None:
             st.warning(f"Send {state.send_id} does not exist.")
         else:
             _send_panel(state, detail, sessions)
+
+
+def _signed_in(settings) -> bool:
+    """Return whether this session may see the screen, showing a link to the sign-in page when not.
+
+    NOTE: Streamlit 1.67 runs a file of pages/ on its own, without app.py and its
+    sign-in, until some session of the server has run app.py's st.navigation. A
+    link to this screen as the first request of a fresh server does exactly that,
+    so the screen checks the sign-in itself.
+    """
+    if auth.resolve_access(settings) is not None:
+        return True
+    st.warning("Sign in first: [open the start page](/) and enter your password.")
+    return False
 
 
 def _page_state() -> ActivityState:
@@ -176,7 +191,9 @@ def _send_panel(state: ActivityState, detail: SendDetail, sessions) -> None:
     with email_tab:
         if detail.html:
             st.markdown(f"**Subject:** {_escape_markdown(detail.subject or '')}")
-            components.html(activity.sandboxed_preview(detail.html, height=560), height=580)
+            # The outer frame holds only Behavemail's own markup. The email itself sits in
+            # the inner, fully sandboxed frame, so its HTML never runs with the app's origin.
+            st.iframe(activity.sandboxed_preview(detail.html, height=560), height=580)
         else:
             st.info("No email was rendered for this send.")
     with text_tab:
@@ -185,9 +202,9 @@ def _send_panel(state: ActivityState, detail: SendDetail, sessions) -> None:
         else:
             st.info("No text part was rendered for this send.")
     with timeline_tab:
-        st.dataframe(pd.DataFrame.from_records([
+        st.table(pd.DataFrame.from_records([
             {"Time (UTC)": entry.at.strftime("%Y-%m-%d %H:%M:%S"), "Event": entry.event, "Detail": entry.detail}
-            for entry in detail.timeline]), hide_index=True, key="activity.timeline")
+            for entry in detail.timeline]), hide_index=True)
 
 
 def _suppression(state: ActivityState, detail: SendDetail, sessions) -> None:

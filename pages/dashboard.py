@@ -13,7 +13,7 @@ from behavemail_core import funnel as funnel_queries
 from behavemail_core.funnel import DailyActivity, EvaluationSummary, Funnel, HoldoutComparison, Period, RuleFunnel
 from behavemail_core.models import Rule
 from behavemail_core.rule_store import list_rules
-from ui import services
+from ui import auth, services
 from ui.errors import error_box
 
 DEFAULT_DAYS = 30
@@ -36,6 +36,8 @@ def dashboard_page() -> None:
     """Show the funnel, the control-group comparison, the per-rule table and the daily activity."""
     st.title("Dashboard")
     settings = services.current_settings()
+    if not _signed_in(settings):
+        return
     sessions = services.sessions(settings)
     with sessions() as session:
         rules = list_rules(session, include_deleted=True)
@@ -47,6 +49,20 @@ def dashboard_page() -> None:
     with error_box(), sessions() as session:
         data = _load(session, period, rule_id)
         _show(data, period, rule_id)
+
+
+def _signed_in(settings) -> bool:
+    """Return whether this session may see the screen, showing a link to the sign-in page when not.
+
+    NOTE: Streamlit 1.67 runs a file of pages/ on its own, without app.py and its
+    sign-in, until some session of the server has run app.py's st.navigation. A
+    link to this screen as the first request of a fresh server does exactly that,
+    so the screen checks the sign-in itself.
+    """
+    if auth.resolve_access(settings) is not None:
+        return True
+    st.warning("Sign in first: [open the start page](/) and enter your password.")
+    return False
 
 
 def _filters(rules: list[Rule]) -> tuple[Period, int | None] | None:
@@ -108,7 +124,7 @@ def _show(data: DashboardData, period: Period, rule_id: int | None) -> None:
 
     st.subheader("Per rule")
     table = rule_table(data.rules)
-    st.dataframe(table, hide_index=True, key="dashboard.table")
+    st.dataframe(table, hide_index=True, key="dashboard.table", column_config=TABLE_COLUMNS, placeholder="–")
     st.download_button("Download CSV", table.to_csv(index=False).encode("utf-8"), mime="text/csv",
                        file_name=f"behavemail-rules-{period.days()[0]}-{period.days()[-1]}.csv",
                        key="dashboard.download")
@@ -202,13 +218,36 @@ def holdout_figure(comparison: HoldoutComparison) -> go.Figure:
     for name, reached, measured, color in groups:
         rate = reached / measured
         margin = funnel_queries.Z_95 * (rate * (1 - rate) / measured) ** 0.5
-        figure.add_trace(go.Bar(x=[name], y=[100 * rate], marker_color=color, name=name,
-                                error_y={"type": "data", "array": [100 * margin], "visible": True},
-                                text=[f"{100 * rate:.1f} %<br>n = {measured:,}"], textposition="inside",
-                                insidetextanchor="start"))
+        # Rate and sample size go under the bar, where a short bar cannot hide them.
+        label = f"{name}<br><b>{100 * rate:.1f} %</b> of n = {measured:,}"
+        figure.add_trace(go.Bar(x=[label], y=[100 * rate], marker_color=color, name=name,
+                                error_y={"type": "data", "array": [100 * margin], "visible": True}))
     figure.update_layout(showlegend=False, yaxis={"title": "Goal reached (%)", "range": [0, 105]},
                          margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=300)
     return figure
+
+
+# Short headers and narrow number columns so that every column fits next to the rule names.
+# The CSV keeps the long headers.
+NUMBER_COLUMN_PIXELS = 64
+TABLE_COLUMNS = {
+    "Rule": st.column_config.TextColumn("Rule", width="medium"),
+    "Unsubscribed": st.column_config.NumberColumn("Unsub.", help="Unsubscribed", width=NUMBER_COLUMN_PIXELS),
+    "Goal reached": st.column_config.NumberColumn("Goal", help="Emailed users who reached the goal",
+                                                  width=NUMBER_COLUMN_PIXELS),
+    "Goal rate (%)": st.column_config.NumberColumn("Goal %", help="Goal rate of emailed users, in %",
+                                                   format="%.1f", width=NUMBER_COLUMN_PIXELS),
+    "Control group": st.column_config.NumberColumn("Control", help="Users held out as control group",
+                                                   width=NUMBER_COLUMN_PIXELS),
+    "Control goal rate (%)": st.column_config.NumberColumn("Ctrl %", help="Goal rate of the control group, in %",
+                                                           format="%.1f", width=NUMBER_COLUMN_PIXELS),
+    "Lift (pts)": st.column_config.NumberColumn("Lift", help="Goal rate minus control goal rate, in points",
+                                                format="%+.1f", width=NUMBER_COLUMN_PIXELS),
+    "p-value": st.column_config.NumberColumn("p", help="Two-proportion z-test p-value", format="%.3f",
+                                             width=NUMBER_COLUMN_PIXELS),
+    **{name: st.column_config.NumberColumn(name, width=NUMBER_COLUMN_PIXELS)
+       for name in ("Triggered", "Sent", "Delivered", "Opened", "Clicked", "Bounced")},
+}
 
 
 def rule_table(rules: list[RuleFunnel]) -> pd.DataFrame:
@@ -232,7 +271,12 @@ def rule_table(rules: list[RuleFunnel]) -> pd.DataFrame:
             "Lift (pts)": _round(comparison.lift_points),
             "p-value": None if comparison.p_value is None else round(comparison.p_value, 3),
         })
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    # Missing rates (no control group, nothing measured) become NaN, shown as empty cells.
+    rate_columns = ["Goal rate (%)", "Control goal rate (%)", "Lift (pts)", "p-value"]
+    if not frame.empty:
+        frame[rate_columns] = frame[rate_columns].astype(float)
+    return frame
 
 
 def daily_figure(days: list[DailyActivity]) -> go.Figure:
