@@ -191,6 +191,10 @@ class Send(Base):
         Index("ix_sends_status_created", "status", "created_at"),
         Index("ix_sends_user", "user_id"),
         Index("ix_sends_goal_due", "goal_due_at", "goal_measured_at"),
+        # The dashboard and the activity log filter and sort by these times.
+        Index("ix_sends_created", "created_at"),
+        Index("ix_sends_sent", "sent_at"),
+        Index("ix_sends_opened", "opened_at"),
     )
 
 
