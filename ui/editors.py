@@ -3,25 +3,31 @@
 Every editor runs with ``auto_update=True``: streamlit-ace 0.1.1 then sends the text
 to the app 200 ms after the last keystroke. Without it the text reaches the app only
 when the operator clicks the editor's own Apply button (or presses Ctrl+Enter), and
-a Save click would silently store the old text. A Save clicked within those 200 ms
-still reads the text before the last keystrokes; the screens compare the editor's
-text with the saved version on the next rerun and show "unsaved changes", so such
-an edit is never lost without notice.
+a Save click would silently store the old text.
+
+A Save clicked within those 200 ms arrives before the last keystrokes do. The
+screens therefore save in two steps: the click only records the request, and the
+save waits EDITOR_SETTLE_SECONDS (:func:`wait_for_editor_updates`). An editor update
+arriving in that time interrupts the run, and the next run saves with the newest
+text. Text that arrives even later differs from the saved version, so the screens
+show "unsaved changes": an edit is never lost without notice.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Sequence
 
 import streamlit as st
-import streamlit.components.v1 as components
 from streamlit_ace import st_ace
 
 from behavemail_core.metric_catalog import MetricInfo
 
 # The title Streamlit gives the iframe of every streamlit-ace editor (component "streamlit_ace").
 ACE_IFRAME_TITLE = "streamlit_ace.streamlit_ace"
+# streamlit-ace's 200 ms debounce, plus time for the update to reach the server.
+EDITOR_SETTLE_SECONDS = 0.5
 
 
 def code_editor(value: str, *, key: str, language: str, readonly: bool = False,
@@ -37,19 +43,32 @@ def code_editor(value: str, *, key: str, language: str, readonly: bool = False,
     return value if text is None else str(text)
 
 
+def wait_for_editor_updates() -> None:
+    """Give a debounced editor update time to arrive before saving.
+
+    Streamlit stops a run at its next element when a rerun request is waiting, so
+    an update that arrives during the pause ends this run here, and the rerun (which
+    still has the pending save) sees the newest text.
+    """
+    with st.spinner("Saving…"):
+        time.sleep(EDITOR_SETTLE_SECONDS)
+    st.empty()
+
+
 def enable_metric_completion(metrics: Sequence[MetricInfo]) -> None:
     """Offer metric names as completions in every Ace editor on the screen.
 
     streamlit-ace 0.1.1 turns on Ace's live autocompletion but takes no custom word
     list, so this invisible component adds an Ace completer inside each editor's
-    iframe. It can, because both iframes come from the app's own origin.
+    iframe. It can, because both iframes come from the app's own origin (st.iframe
+    gives an HTML string same-origin access).
     NOTE: this depends on streamlit-ace exposing ``window.ace`` in its iframe and on
     the iframe title above; the browser test that types a metric prefix catches a
     change in either.
     """
     words = [{"name": metric.name, "type": metric.type} for metric in metrics]
     script = _COMPLETION_SCRIPT.replace("__WORDS__", json.dumps(words).replace("<", "\\u003c"))
-    components.html(script, height=0)
+    st.iframe(script, height="content", alt="Metric name completion")
 
 
 _COMPLETION_SCRIPT = """
@@ -85,8 +104,9 @@ setInterval(function () {
 def preview_frame(html: str, *, width: int, height: int = 640) -> None:
     """Show an email's HTML in a sandboxed iframe of ``width`` pixels.
 
-    The outer component iframe only holds an inner iframe with an empty sandbox
-    attribute, so the email's own HTML runs no script and cannot reach the app.
+    st.iframe runs its HTML with scripts and same-origin access, so it only gets this
+    wrapper. The email goes into an inner iframe with an empty sandbox attribute, so
+    the email's own HTML runs no script and cannot reach the app.
     """
     # "<" is escaped so that a "</script>" inside the email cannot end this script element.
     source = json.dumps(html).replace("<", "\\u003c")
@@ -97,4 +117,4 @@ def preview_frame(html: str, *, width: int, height: int = 640) -> None:
 </div>
 <script>document.getElementById("email").srcdoc = {source};</script>
 """
-    components.html(document, height=height, scrolling=False)
+    st.iframe(document, height=height, alt="Email preview")

@@ -13,15 +13,25 @@ from behavemail_core.rules import RuleSpec, rule_spec_from_dict
 from behavemail_core.settings import Settings
 
 from . import auth, services
+from .editors import wait_for_editor_updates
 from .errors import error_box, show_error
 from .rule_list import open_rule
 from .state import Flash, RulesState, widget_key
 
 
+UNNAMED_RULE = "Unnamed rule"
+
+
 def validate(settings: Settings, state: RulesState) -> tuple[RuleSpec, CompiledRule] | None:
-    """Validate and compile the form; show why and return None when it is not a valid rule yet."""
+    """Validate and compile the form; show why and return None when it is not a valid rule yet.
+
+    A rule without a name still gets its preview (as "Unnamed rule"), so the name can
+    come last; saving asks for it.
+    """
+    data = state.draft.to_dict()
+    data["name"] = data["name"] or UNNAMED_RULE
     try:
-        spec = rule_spec_from_dict(state.draft.to_dict())
+        spec = rule_spec_from_dict(data)
         return spec, compile_rule(spec, user_label=settings.user_label,
                                   scrape_interval_seconds=settings.scrape_interval)
     except BehavemailError as exc:
@@ -120,11 +130,18 @@ def save_area(settings: Settings, state: RulesState, valid: tuple[RuleSpec, Comp
         reason = "Fix the problems shown above to save this rule."
     elif not query_ok:
         reason = "Prometheus rejects this rule's query: fix it to save the rule."
+    elif not state.draft.name.strip():
+        reason = "Give the rule a name to save it."
     if reason:
         st.caption(reason)
     if st.button("Save rule", type="primary", key=widget_key(RulesState.PREFIX, "save"),
                  disabled=reason is not None, icon=":material/save:"):
-        assert valid is not None
+        state.save_requested = True
+    if not state.save_requested:
+        return
+    wait_for_editor_updates()
+    state.save_requested = False
+    if valid is not None and reason is None:
         with error_box():
             _save(settings, state, *valid)
 
@@ -134,11 +151,10 @@ def _save(settings: Settings, state: RulesState, spec: RuleSpec, compiled: Compi
         # Hand-written PromQL is checked against Prometheus once more, uncached, before it is stored.
         with st.spinner("Checking the query with Prometheus…"):
             verify_query(services.prometheus(settings), compiled.promql, user_label=settings.user_label)
-    with st.spinner("Saving…"):
-        with services.sessions(settings)() as session:
-            rule = save_rule(session, spec, actor=auth.current_actor(), rule_id=state.rule_id,
-                             expected_version=state.loaded_version)
-            rule_id, version, name = rule.id, rule.version, rule.name
+    with services.sessions(settings)() as session:
+        rule = save_rule(session, spec, actor=auth.current_actor(), rule_id=state.rule_id,
+                         expected_version=state.loaded_version)
+        rule_id, version, name = rule.id, rule.version, rule.name
     if state.rule_id != rule_id:
         state.picker_generation += 1
     state.rule_id, state.loaded_version = rule_id, version

@@ -22,6 +22,8 @@ from .widgets import humanize
 RANGE_CHOICES = ("24h", "3d", "7d", "14d", "30d")
 RANGE_SECONDS = {"24h": 86400, "3d": 3 * 86400, "7d": 7 * 86400, "14d": 14 * 86400, "30d": 30 * 86400}
 DEFAULT_RANGE = "7d"
+# Up to this many customers, the chart's y axis gets one tick per customer.
+SMALL_COUNT = 5
 
 
 def rule_preview(settings: Settings, spec: RuleSpec, compiled: CompiledRule, *, rule_id: int | None) -> bool:
@@ -81,34 +83,41 @@ def hit_count_figure(points: list[tuple[datetime, int]], range_name: str) -> go.
         x=[moment for moment, _ in points], y=[count for _, count in points], mode="lines",
         line={"shape": "hv", "width": 2}, fill="tozeroy", name="customers matching",
         hovertemplate="%{x|%Y-%m-%d %H:%M} UTC: %{y} customers<extra></extra>"))
+    peak = max((count for _, count in points), default=0)
+    yaxis: dict[str, object] = {"title": "customers", "rangemode": "tozero", "tickformat": "d"}
+    if peak <= SMALL_COUNT:
+        # Automatic ticks on a small range fall between whole customers (0.2, 0.4 ...).
+        yaxis.update(range=[0, max(peak, 1) * 1.15], dtick=1)
     figure.update_layout(
         title={"text": f"Customers matching the condition, last {humanize(range_name)} (UTC)", "font": {"size": 14}},
-        height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
-        yaxis={"title": "customers", "rangemode": "tozero", "tickformat": "d"})
+        height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False, yaxis=yaxis)
     return figure
 
 
 def backtest_sentence(result: Backtest, spec: RuleSpec, range_name: str) -> str:
     """Summarize a backtest in one or two sentences."""
-    emails = f"{result.emails} email{'s' if result.emails != 1 else ''}"
-    customers = f"{result.customers} customer{'s' if result.customers != 1 else ''}"
-    sentence = (f"**Backtest:** over the last {humanize(range_name)}, this rule would have sent **{emails}** "
-                f"to {customers} ({describe_policy(spec.send_policy, spec.cooldown_seconds)}).")
+    sentence = (f"**Backtest:** over the last {humanize(range_name)}, this rule would have sent "
+                f"**{_count(result.emails, 'email')}** to {_count(result.customers, 'customer')} "
+                f"({describe_policy(spec.send_policy, spec.cooldown_seconds)}).")
     extras = []
     if result.held_out:
-        extras.append(f"{result.held_out} would have gone to the control group instead")
+        extras.append(f"{_count(result.held_out, 'email')} would have gone to the control group instead")
     if result.outside_audience:
-        extras.append(f"{result.outside_audience} matching customers were outside the audience")
+        extras.append(f"{_count(result.outside_audience, 'matching customer')} never passed the audience filter")
     if result.no_account:
-        extras.append(f"{result.no_account} matching users had no account")
+        extras.append(f"{_count(result.no_account, 'matching user')} had no account")
     if extras:
-        sentence += " " + "; ".join(extras).capitalize() + "."
+        sentence += " " + "; ".join(extras) + "."
     return sentence
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _matches_table(matches: CurrentMatches, settings: Settings) -> None:
     in_audience = matches.in_audience
-    summary = f"**Matching now:** {len(in_audience)} customer{'s' if len(in_audience) != 1 else ''}"
+    summary = f"**Matching now:** {_count(len(in_audience), 'customer')}"
     outside = len(matches.rows) - len(in_audience)
     if outside:
         summary += f" ({outside} more match the condition but are outside the audience or have no account)"

@@ -34,6 +34,8 @@ class RulesState:
     raising it resets the widgets to the draft (when another rule is opened), and
     ``editor_seed`` does the same for the PromQL editor alone. ``picker_generation``
     resets the rule picker after the open rule changed without it (a save, a delete).
+    ``save_requested`` carries a Save click into the rerun that an editor update may
+    start (see ui/editors.py).
     """
 
     PREFIX: ClassVar[str] = "rules"
@@ -46,6 +48,7 @@ class RulesState:
     generation: int = 0
     editor_seed: int = 0
     picker_generation: int = 0
+    save_requested: bool = False
     confirm_delete: bool = False
     flash: Flash | None = None
 
@@ -66,6 +69,7 @@ class TemplatesState:
     baseline: tuple[str, str, str, str] | None = None
     generation: int = 0
     picker_generation: int = 0
+    save_requested: bool = False
     flash: Flash | None = None
 
     def contents(self) -> tuple[str, str, str, str]:

@@ -17,7 +17,7 @@ from behavemail_core.template_preview import get_template, render_preview, send_
 from behavemail_core.template_store import TemplateSpec, list_templates, save_template, template_spec_from_dict
 
 from . import auth, queries, services
-from .editors import code_editor, preview_frame
+from .editors import code_editor, preview_frame, wait_for_editor_updates
 from .errors import error_box, show_error
 from .state import Flash, TemplatesState, widget_key
 
@@ -210,6 +210,12 @@ def save_area(settings: Settings, state: TemplatesState, problems: list[Template
         st.caption("Fix the problems above to save this template.")
     if st.button("Save template", type="primary", key=_key("save"), disabled=bool(problems),
                  icon=":material/save:"):
+        state.save_requested = True
+    if not state.save_requested:
+        return
+    wait_for_editor_updates()
+    state.save_requested = False
+    if not problems:
         with error_box():
             _save(settings, state)
 
