@@ -33,7 +33,7 @@ def templates_page() -> None:
         st.warning(f"The accounts query failed, so only the built-in variables are known. {exc}")
         columns = []
 
-    edit_column, preview_column = st.columns(2, gap="large")
+    edit_column, preview_column = st.columns([5, 7], gap="large")
     with edit_column:
         template_editor.template_fields(state, disabled=not editor)
         template_editor.variables_help(columns)
@@ -47,10 +47,10 @@ def templates_page() -> None:
             summaries = load_summaries(settings)
         customer = template_editor.preview_customer(settings, state, summaries)
         rendered = None
-        if customer is not None and state.html.strip():
-            rendered = template_editor.rendered_preview(settings, state, customer)
+        if customer is not None and problems:
+            st.info("Fix the problems listed under the editor to see the preview.")
         elif customer is not None:
-            st.info("Write the HTML body, or copy a starter template, to see the preview.")
+            rendered = template_editor.rendered_preview(settings, state, customer)
         if editor and rendered is not None:
             template_editor.test_send_area(settings, rendered)
 

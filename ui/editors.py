@@ -111,9 +111,9 @@ def preview_frame(html: str, *, width: int, height: int = 640) -> None:
     # "<" is escaped so that a "</script>" inside the email cannot end this script element.
     source = json.dumps(html).replace("<", "\\u003c")
     document = f"""
-<div style="display:flex;justify-content:center;background:#f3f4f6;padding:8px 0;">
+<div style="display:flex;justify-content:center;overflow-x:auto;background:#f3f4f6;padding:8px 0;">
   <iframe id="email" sandbox="" title="Email preview"
-          style="width:{width}px;height:{height - 24}px;border:1px solid #d1d5db;background:#fff;"></iframe>
+          style="flex:none;width:{width}px;height:{height - 24}px;border:1px solid #d1d5db;background:#fff;"></iframe>
 </div>
 <script>document.getElementById("email").srcdoc = {source};</script>
 """

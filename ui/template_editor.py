@@ -238,7 +238,7 @@ def _save(settings: Settings, state: TemplatesState) -> None:
 
 def test_send_area(settings: Settings, rendered: RenderedEmail) -> None:
     """Send the previewed email to an address the operator types, through the configured backend."""
-    address_column, button_column = st.columns([3, 1], vertical_alignment="bottom")
+    address_column, button_column = st.columns([3, 2], vertical_alignment="bottom")
     with address_column:
         address = st.text_input("Send a test email to", key=_key("test_address"), placeholder="you@example.com")
     with button_column:

@@ -25,7 +25,7 @@ def open_screen(page: Page, base_url: str, title: str) -> None:
 
 def pick(page: Page, label: str, option: str, nth: int = 0) -> None:
     """Choose ``option`` in the ``nth`` select box labelled ``label``."""
-    page.get_by_role("combobox", name=label).nth(nth).click()
+    page.get_by_role("combobox", name=label, exact=True).nth(nth).click()
     page.get_by_role("option", name=option, exact=True).click()
     settle(page)
 
