@@ -7,6 +7,7 @@ component's status side by side. No check sends an email or calls the SendGrid A
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,11 @@ def check_accounts(directory: AccountDirectory) -> CheckResult:
                        f"Columns available to templates and audience filters: {', '.join(columns)}")
 
 
-def check_email_backend(settings: Settings) -> CheckResult:
-    """Check the backend that BEHAVEMAIL_EMAIL_BACKEND selects, without sending anything."""
+def check_email_backend(settings: Settings, *, smtp_ssl_context: ssl.SSLContext | None = None) -> CheckResult:
+    """Check the backend that BEHAVEMAIL_EMAIL_BACKEND selects, without sending anything.
+
+    ``smtp_ssl_context`` replaces the system's CA store for SMTP (tests pass their own).
+    """
     try:
         parse_sender(settings.sender)
     except BehavemailError as exc:
@@ -74,7 +78,7 @@ def check_email_backend(settings: Settings) -> CheckResult:
     if settings.email_backend == "outbox":
         return _check_outbox(Path(settings.outbox_dir))
     if settings.email_backend == "smtp":
-        return _check_smtp(settings)
+        return _check_smtp(settings, smtp_ssl_context)
     if settings.email_backend == "sendgrid":
         return _check_sendgrid(settings)
     return CheckResult("Email backend", ERROR, f"Unknown backend {settings.email_backend!r}",
@@ -95,10 +99,10 @@ def _check_outbox(directory: Path) -> CheckResult:
                        "Nothing leaves this machine; open the files with any mail client.")
 
 
-def _check_smtp(settings: Settings) -> CheckResult:
+def _check_smtp(settings: Settings, ssl_context: ssl.SSLContext | None) -> CheckResult:
     backend = SMTPBackend(settings.smtp_host, settings.smtp_port, settings.smtp_username,
                           settings.smtp_password, settings.smtp_tls, parse_sender(settings.sender),
-                          timeout=SMTP_CHECK_TIMEOUT_SECONDS)
+                          timeout=SMTP_CHECK_TIMEOUT_SECONDS, ssl_context=ssl_context)
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     try:
         backend.check_connection()
