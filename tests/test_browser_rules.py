@@ -147,7 +147,7 @@ def test_promql_editor_completes_and_rejects(app_server: RunningApp, page: Page)
     expect(page.get_by_text("1:47: parse error: unclosed left parenthesis")).to_be_visible()
     expect(page.get_by_role("button", name="Save rule")).to_be_disabled()
 
-    replace_ace_text(page, "api_requests_total")
+    replace_ace_text(page, "increase(api_requests_total[1h])")
     expect(page.get_by_text("more than one series for user_id=")).to_be_visible()
     expect(page.get_by_role("button", name="Save rule")).to_be_disabled()
 

@@ -62,7 +62,7 @@ def _oidc_role(email: str | None) -> str:
 def resolve_access(settings: Settings) -> str | None:
     """Store and return the session's role, or return None when the operator must sign in."""
     if oidc_configured():
-        if not st.user.is_logged_in:
+        if not st.user.get("is_logged_in", False):
             return None
         email = st.user.get("email")
         _remember(_oidc_role(email), str(email or st.user.get("name") or "signed-in user"))

@@ -14,6 +14,8 @@ user sits clearly on one side of every threshold the tests use:
 
 A small exporter, scraped by the test Prometheus, gives the metrics their type and
 help text (Prometheus has metadata only for scraped metrics) and a live quota gauge.
+Instant selectors look back only 5 minutes, and the history stops at the start of
+the session, so tests query counters through range functions such as increase().
 """
 
 from __future__ import annotations
