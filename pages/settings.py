@@ -36,8 +36,7 @@ def settings_page() -> None:
         st.markdown(f"**{title}**")
         table = pd.DataFrame([{"Setting": row["name"], "Value": row["value"], "Source": row["source"],
                                "What it sets": row["help"]} for row in group_rows])
-        st.dataframe(table, hide_index=True, column_config={
-            "What it sets": st.column_config.TextColumn("What it sets", width="large")})
+        st.table(table.set_index("Setting"))
 
     st.subheader("Access")
     if auth.oidc_configured():
@@ -47,7 +46,7 @@ def settings_page() -> None:
     else:
         st.write("Passwords: BEHAVEMAIL_APP_PASSWORD gives the editor role, BEHAVEMAIL_VIEWER_PASSWORD "
                  "the read-only viewer role.")
-    st.caption(f"You are {auth.current_actor()}, role {auth.current_role()}.")
+    st.caption(auth.signed_in_text())
 
 
 entry.require_entry(__file__)

@@ -55,7 +55,7 @@ def test_editor_password_opens_app(with_passwords) -> None:
     app = start_app()
     sign_in(app, EDITOR_PASSWORD)
     assert app.session_state["auth.role"] == "editor"
-    assert app.sidebar.caption[0].value == "Signed in as editor (password) (editor)."
+    assert app.sidebar.caption[0].value == "Signed in with the editor password."
     app.switch_page("pages/rules.py").run()
     assert app.button(key="rules.save") is not None
 

@@ -42,12 +42,11 @@ def test_unreachable_prometheus_is_reported(app_env, monkeypatch: pytest.MonkeyP
 def test_settings_table_masks_secrets(app_env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BEHAVEMAIL_SMTP_PASSWORD", SMTP_PASSWORD)
     app = open_settings()
-    tables = {frame.value.iloc[0]["Setting"]: frame.value for frame in app.dataframe}
-    email = next(table for table in tables.values() if "BEHAVEMAIL_SMTP_PASSWORD" in set(table["Setting"]))
-    row = email[email["Setting"] == "BEHAVEMAIL_SMTP_PASSWORD"].iloc[0]
+    email = next(table.value for table in app.table if "BEHAVEMAIL_SMTP_PASSWORD" in table.value.index)
+    row = email.loc["BEHAVEMAIL_SMTP_PASSWORD"]
     assert row["Value"] == "smt****"
     assert row["Source"] == "environment"
     assert row["What it sets"] == SPECS_BY_NAME["BEHAVEMAIL_SMTP_PASSWORD"].help
-    shown = "".join(frame.value.to_csv() for frame in app.dataframe)
+    shown = "".join(table.value.to_csv() for table in app.table)
     assert SMTP_PASSWORD not in shown
     assert app_env["BEHAVEMAIL_SECRET_KEY"] not in shown

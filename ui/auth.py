@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 ROLE_KEY = "auth.role"
 ACTOR_KEY = "auth.actor"
+METHOD_KEY = "auth.method"
+PASSWORD_METHOD = "password"
 # Slows down password guessing within a session. NOTE: a new session starts over,
 # so this is friction, not a lockout; put the app behind a proxy before exposing it.
 FAILED_SIGN_IN_DELAY_SECONDS = 1.0
@@ -71,6 +73,10 @@ def resolve_access(settings: Settings) -> str | None:
     return st.session_state.get(ROLE_KEY)
 
 
+def _remember_method(method: str) -> None:
+    st.session_state[METHOD_KEY] = method
+
+
 def _remember(role: str, actor: str) -> None:
     st.session_state[ROLE_KEY] = role
     st.session_state[ACTOR_KEY] = actor
@@ -84,6 +90,13 @@ def current_role() -> str | None:
 def is_editor() -> bool:
     """Return whether this session may save, delete and send test emails."""
     return can_edit(current_role())
+
+
+def signed_in_text() -> str:
+    """Describe the sign-in for the sidebar: which password, or which account and role."""
+    if st.session_state.get(METHOD_KEY) == PASSWORD_METHOD:
+        return f"Signed in with the {current_role()} password."
+    return f"Signed in as {current_actor()} ({current_role()})."
 
 
 def current_actor() -> str:
@@ -120,12 +133,13 @@ def _check_password(settings: Settings, password: str) -> None:
         return
     log.info("signed in role=%s", role)
     _remember(role, f"{role} (password)")
+    _remember_method(PASSWORD_METHOD)
     st.rerun()
 
 
 def sign_out() -> None:
     """End the session's sign-in (and the SSO session when single sign-on is on)."""
-    st.session_state.pop(ROLE_KEY, None)
-    st.session_state.pop(ACTOR_KEY, None)
+    for key in (ROLE_KEY, ACTOR_KEY, METHOD_KEY):
+        st.session_state.pop(key, None)
     if oidc_configured():
         st.logout()

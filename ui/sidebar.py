@@ -58,12 +58,11 @@ def _prometheus_status(settings: Settings) -> None:
 
 
 def _access_status(settings: Settings) -> None:
-    role = auth.current_role()
     if not auth.oidc_configured() and access_mode(settings) == OPEN:
         st.caption("Open access: no password is set, so anyone who can reach this app can edit. "
                    "That is fine on 127.0.0.1; set BEHAVEMAIL_APP_PASSWORD before exposing it.")
         return
-    st.caption(f"Signed in as {auth.current_actor()} ({role}).")
+    st.caption(auth.signed_in_text())
     if st.button("Sign out", key="auth.sign_out"):
         auth.sign_out()
         st.rerun()
