@@ -98,7 +98,7 @@ def test_template_edit_changes_preview(app_server: TemplateApp, page: Page) -> N
 
     page.get_by_role("tab", name="Mobile").click()
     mobile = page.frame_locator('iframe[title="Email preview"]').nth(1).locator("iframe#email")
-    expect(mobile).to_have_attribute("style", "flex:none;width:375px;height:616px;border:1px solid #d1d5db;background:#fff;")
+    expect(mobile).to_have_attribute("style", "display:block;margin:0 auto;width:375px;height:616px;border:1px solid #d1d5db;background:#fff;")
     expect(email_frame(page, 1).get_by_text("Hello Ada from Analytical Engines")).to_be_visible()
     page.screenshot(path=screenshot_path("templates-edited"), full_page=True)
 

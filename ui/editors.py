@@ -68,7 +68,7 @@ def enable_metric_completion(metrics: Sequence[MetricInfo]) -> None:
     """
     words = [{"name": metric.name, "type": metric.type} for metric in metrics]
     script = _COMPLETION_SCRIPT.replace("__WORDS__", json.dumps(words).replace("<", "\\u003c"))
-    st.iframe(script, height="content", alt="Metric name completion")
+    st.iframe(script, height=1, alt="Metric name completion")
 
 
 _COMPLETION_SCRIPT = """
@@ -108,12 +108,14 @@ def preview_frame(html: str, *, width: int, height: int = 640) -> None:
     wrapper. The email goes into an inner iframe with an empty sandbox attribute, so
     the email's own HTML runs no script and cannot reach the app.
     """
-    # "<" is escaped so that a "</script>" inside the email cannot end this script element.
+    # Centering with auto margins (not flexbox) keeps a preview wider than the column
+    # scrollable from its left edge. "<" is escaped so that a "</script>" inside the
+    # email cannot end this script element.
     source = json.dumps(html).replace("<", "\\u003c")
     document = f"""
-<div style="display:flex;justify-content:center;overflow-x:auto;background:#f3f4f6;padding:8px 0;">
+<div style="overflow-x:auto;background:#f3f4f6;padding:8px 0;">
   <iframe id="email" sandbox="" title="Email preview"
-          style="flex:none;width:{width}px;height:{height - 24}px;border:1px solid #d1d5db;background:#fff;"></iframe>
+          style="display:block;margin:0 auto;width:{width}px;height:{height - 24}px;border:1px solid #d1d5db;background:#fff;"></iframe>
 </div>
 <script>document.getElementById("email").srcdoc = {source};</script>
 """

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import time
+
 from playwright.sync_api import FrameLocator, Locator, Page, expect
 
 RERUN_TIMEOUT_MS = 60_000
+POLL_MS = 100
+QUIET_MS = 500
 ACE_FRAME = 'iframe[title="streamlit_ace.streamlit_ace"]'
 # streamlit-ace sends the text 200 ms after the last keystroke; wait a bit longer.
 ACE_DEBOUNCE_MS = 600
 
 
-def settle(page: Page) -> None:
-    """Wait until the app has finished the rerun that the last action started."""
-    page.wait_for_timeout(300)
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=RERUN_TIMEOUT_MS)
+def settle(page: Page, quiet_ms: int = QUIET_MS) -> None:
+    """Wait until the app has finished the rerun that the last action started.
+
+    Streamlit shows its status widget while a script runs. A rerun can start a moment
+    after the action, and one run can lead to the next, so the app counts as settled
+    once the widget has stayed away for ``quiet_ms``.
+    """
+    deadline = time.monotonic() + RERUN_TIMEOUT_MS / 1000
+    quiet_since: float | None = None
+    page.wait_for_timeout(POLL_MS)
+    while time.monotonic() < deadline:
+        if page.get_by_test_id("stStatusWidget").count():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_ms / 1000:
+            return
+        page.wait_for_timeout(POLL_MS)
+    raise AssertionError(f"the app was still running after {RERUN_TIMEOUT_MS / 1000:.0f} s")
 
 
 def open_screen(page: Page, base_url: str, title: str) -> None:
