@@ -61,8 +61,7 @@ def errors_shown(app: AppTest) -> list[str]:
 def add_filter(app: AppTest, side: str, group: str, label: str, op: str, value: Any) -> None:
     """Add a label filter row to a condition through its widgets."""
     app.button(key=key(app, side, group, "add")).click().run()
-    rows = getattr(getattr(state_of(app).draft, side), {"matchers": "matchers", "numerator": "numerator",
-                                                        "feature": "feature"}[group])
+    rows = getattr(getattr(state_of(app).draft, side), group)
     row_id = rows[-1].row_id
     app.selectbox(key=key(app, side, group, row_id, "label")).set_value(label).run()
     app.selectbox(key=key(app, side, group, row_id, "op")).set_value(op).run()
@@ -296,3 +295,19 @@ def test_disable_duplicate_delete(app_env) -> None:
     assert deleted.deleted_at is not None
     assert actions[-3:] == ["rule.disable", "rule.create", "rule.delete"]
     assert state_of(app).rule_id is None
+
+
+def test_goal_condition_from_widgets(app_env) -> None:
+    app = open_rules()
+    app.text_input(key=key(app, "name")).input("With a goal").run()
+    app.radio(key=key(app, "goal_mode")).set_value("condition").run()
+    app.selectbox(key=key(app, "goal", "metric")).set_value("api_requests_total").run()
+    add_filter(app, "goal", "matchers", "endpoint", "=", "/v2/search")
+    app.number_input(key=key(app, "goal", "threshold")).set_value(0.0).run()
+    app.selectbox(key=key(app, "goal_window")).set_value("7d").run()
+    app.button(key="rules.save").click().run()
+    assert not app.exception, app.exception
+    rule = saved_rule(app_env, "With a goal")
+    assert rule.goal == {"kind": "count", "metric": "api_requests_total", "window": "24h", "op": ">",
+                         "threshold": 0.0, "matchers": [{"label": "endpoint", "op": "=", "value": "/v2/search"}]}
+    assert rule.goal_window_seconds == 7 * 86400

@@ -16,7 +16,7 @@ import streamlit as st
 from behavemail_core.audience import AUDIENCE_OPERATORS
 from behavemail_core.compiler import compile_condition
 from behavemail_core.conditions import GAUGE_AGGREGATIONS, condition_from_dict
-from behavemail_core.describe import COMPARISON_WORDS, LEVEL_WORDS
+from behavemail_core.describe import COMPARISON_WORDS, LEVEL_WORDS, describe_condition
 from behavemail_core.errors import BehavemailError
 from behavemail_core.metric_catalog import GAUGE, MetricInfo
 from behavemail_core.promql import MATCHER_OPERATORS, MATCHES_REGEX, NOT_MATCHES_REGEX, ONE_OF
@@ -25,9 +25,9 @@ from behavemail_core.settings import Settings
 
 from . import queries
 from .editors import code_editor, enable_metric_completion
-from .rule_draft import (BUILDER, BUILDER_KINDS, COOLDOWN_UNITS, DAYS_AUDIENCE_OPERATORS,
-                         LIST_AUDIENCE_OPERATORS, PROMQL, AudienceRow, ConditionDraft, FilterRow,
-                         RuleDraft)
+from .rule_draft import (BUILDER, BUILDER_KINDS, CONDITION_GOAL, COOLDOWN_UNITS, DAYS_AUDIENCE_OPERATORS,
+                         DEFAULT_GOAL, KEPT_GOAL, LIST_AUDIENCE_OPERATORS, PROMQL, AudienceRow,
+                         ConditionDraft, FilterRow, RuleDraft)
 from .state import RulesState, widget_key
 from .widgets import CHECK_INTERVAL_CHOICES, duration_select
 
@@ -47,6 +47,8 @@ POLICY_LABELS = {
 }
 AGGREGATION_LABELS = {"max": "highest value", "min": "lowest value", "avg": "average", "sum": "sum"}
 MODE_LABELS = {BUILDER: "Builder", PROMQL: "PromQL (advanced)"}
+GOAL_LABELS = {DEFAULT_GOAL: "Any API request after the email", CONDITION_GOAL: "A condition",
+               KEPT_GOAL: "The saved goal"}
 COUNTER_KINDS = ("count", "ratio", "inactive", "never_used")
 
 
@@ -415,5 +417,32 @@ def _delivery_section(form: _Form, draft: RuleDraft, templates: Sequence[str]) -
         key=form.key("holdout"), disabled=form.disabled,
         help="This share of matching customers gets no email, so the Dashboard can compare "
              "what emailed customers do with what the control group does."))
+    _goal_section(form, draft)
     draft.enabled = st.toggle("Enabled: the scheduler evaluates this rule and sends emails", value=draft.enabled,
                               key=form.key("enabled"), disabled=form.disabled)
+
+
+def _goal_section(form: _Form, draft: RuleDraft) -> None:
+    st.markdown("**Goal:** what the customer should do after the email. The Dashboard compares how many "
+                "emailed customers and how many in the control group reach it.")
+    modes = [DEFAULT_GOAL, CONDITION_GOAL] + ([KEPT_GOAL] if draft.goal_raw is not None else [])
+    draft.goal_mode = st.radio(
+        "Goal", modes, index=modes.index(draft.goal_mode), key=form.key("goal_mode"), horizontal=True,
+        format_func=GOAL_LABELS.get, disabled=form.disabled, label_visibility="collapsed")
+    if draft.goal_mode == CONDITION_GOAL:
+        st.caption("Counts and shares are measured from the email to the end of the goal window; "
+                   "a gauge is read at the end of it.")
+        with st.container(border=True):
+            _condition_block(form, draft.goal, "goal")
+    elif draft.goal_mode == KEPT_GOAL and draft.goal_raw is not None:
+        st.caption(f"The saved goal is kept as it is: customers {_describe_goal(draft.goal_raw)}. "
+                   "Change it in a rules file (see docs/rules.md).")
+    draft.goal_window = duration_select("Goal window: measured for", draft.goal_window,
+                                        key=form.key("goal_window"), disabled=form.disabled)
+
+
+def _describe_goal(goal: dict) -> str:
+    try:
+        return describe_condition(condition_from_dict(goal))
+    except BehavemailError as exc:
+        return f"(invalid: {exc})"

@@ -15,12 +15,17 @@ from typing import Any, Callable
 from behavemail_core.audience import AudienceFilter
 from behavemail_core.conditions import (CombinedCondition, Condition, CountCondition, GaugeCondition,
                                         InactiveCondition, NeverUsedCondition, PromQLCondition,
-                                        RatioCondition)
+                                        RatioCondition, condition_to_dict)
 from behavemail_core.promql import EQUALS, ONE_OF, LabelMatcher, format_duration
 from behavemail_core.rules import COOLDOWN, ONCE_PER_EPISODE, RuleSpec
 
 BUILDER = "builder"
 PROMQL = "promql"
+# Goal modes: the default goal, a condition built here, or a goal the builder cannot
+# show (combined or PromQL), which is kept as it is.
+DEFAULT_GOAL = "default"
+CONDITION_GOAL = "condition"
+KEPT_GOAL = "kept"
 BUILDER_KINDS = ("count", "ratio", "inactive", "never_used", "gauge")
 COOLDOWN_UNITS = {"hours": 3600, "days": 86400}
 LIST_AUDIENCE_OPERATORS = ("in", "not in")
@@ -149,6 +154,10 @@ class RuleDraft:
     cooldown_unit: str = "days"
     check_interval: str = "5m"
     holdout_percent: float = 0.0
+    goal_mode: str = DEFAULT_GOAL
+    goal: ConditionDraft = field(default_factory=ConditionDraft)
+    goal_raw: dict[str, Any] | None = None
+    goal_window: str = "72h"
 
     def condition_dict(self) -> dict[str, Any]:
         """Return the condition as the builder or the PromQL editor defines it, by ``mode``."""
@@ -179,14 +188,24 @@ class RuleDraft:
         if self.send_policy == COOLDOWN:
             seconds = int(self.cooldown_amount) * COOLDOWN_UNITS[self.cooldown_unit]
             data["cooldown"] = format_duration(seconds) if seconds > 0 else "0s"
+        data["goal"] = self.goal_dict()
+        data["goal_window"] = self.goal_window
         return data
+
+    def goal_dict(self) -> dict[str, Any] | None:
+        """Return the goal condition, or None for the default goal "made an API request"."""
+        if self.goal_mode == CONDITION_GOAL:
+            return self.goal.to_dict()
+        if self.goal_mode == KEPT_GOAL:
+            return self.goal_raw
+        return None
 
 
 def new_draft(default_metric: str = "") -> RuleDraft:
     """Return the form of a new rule: a count condition on ``default_metric``, disabled."""
     draft = RuleDraft()
-    draft.left.metric = default_metric
-    draft.right.metric = default_metric
+    for condition in (draft.left, draft.right, draft.goal):
+        condition.metric = default_metric
     return draft
 
 
@@ -201,7 +220,12 @@ def draft_from_spec(spec: RuleSpec, compile_promql: Callable[[Condition], str]) 
                       template=spec.template, send_policy=spec.send_policy,
                       check_interval=format_duration(spec.check_interval_seconds),
                       holdout_percent=float(spec.holdout_percent),
-                      audience=[AudienceRow.from_filter(item) for item in spec.audience])
+                      audience=[AudienceRow.from_filter(item) for item in spec.audience],
+                      goal_window=format_duration(spec.goal_window_seconds))
+    if spec.goal is not None and _fits_builder(spec.goal):
+        draft.goal_mode, draft.goal = CONDITION_GOAL, _condition_draft(spec.goal)
+    elif spec.goal is not None:
+        draft.goal_mode, draft.goal_raw = KEPT_GOAL, condition_to_dict(spec.goal)
     if spec.cooldown_seconds:
         if spec.cooldown_seconds % COOLDOWN_UNITS["days"] == 0:
             draft.cooldown_amount, draft.cooldown_unit = spec.cooldown_seconds // 86400, "days"
@@ -211,6 +235,8 @@ def draft_from_spec(spec: RuleSpec, compile_promql: Callable[[Condition], str]) 
     if _fits_builder(condition):
         draft.left = _condition_draft(condition)
         draft.right.metric = draft.left.metric
+        if draft.goal_mode != CONDITION_GOAL:
+            draft.goal.metric = draft.left.metric
     elif (isinstance(condition, CombinedCondition) and _fits_builder(condition.left)
           and _fits_builder(condition.right)):
         draft.combine, draft.combine_op = True, condition.op
