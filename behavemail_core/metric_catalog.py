@@ -1,7 +1,7 @@
 """The metrics an operator can pick in the rule builder, with their type and help text.
 
-Prometheus knows metadata (type and help) only for metrics it scrapes itself; for
-backfilled or remote-written metrics the metadata API returns nothing. Those metrics
+Prometheus stores metadata (type and help) only for metrics it scrapes itself, so
+for backfilled or remote-written metrics the metadata API returns nothing. Those metrics
 are still listed, by name, with a type guessed from the naming conventions.
 """
 

@@ -109,7 +109,7 @@ class Match:
 
 @dataclass(frozen=True)
 class CurrentMatches:
-    """The users the query matches now; ``rows`` holds at most MAX_PREVIEW_USERS of ``total``."""
+    """The users the query matches now; ``rows`` contains at most MAX_PREVIEW_USERS of ``total``."""
 
     total: int
     rows: tuple[Match, ...]
@@ -158,8 +158,8 @@ def time_range(now: datetime, range_seconds: int, check_interval_seconds: int) -
     """Choose the range that ends at ``now``, stepping by the rule's check interval.
 
     The step is the check interval, so the chart and the backtest evaluate the rule
-    as often as the scheduler would, unless that exceeds MAX_RANGE_POINTS points; then
-    the step is widened. Both ends fall on whole steps, so repeated previews within
+    as often as the scheduler would. A range that would need more than
+    MAX_RANGE_POINTS points gets a wider step. Both ends fall on whole steps, so repeated previews within
     one step ask Prometheus the same query.
     """
     step = max(check_interval_seconds, math.ceil(range_seconds / MAX_RANGE_POINTS), 1)
@@ -190,7 +190,7 @@ def _count_query(promql: str) -> str:
 
 @dataclass(frozen=True)
 class Backtest:
-    """What the rule would have done over a past range, had it been enabled throughout.
+    """The replay of a rule over a past range, as if it had been enabled throughout.
 
     ``emails`` is the number of emails sent and ``customers`` the number of users who
     got at least one. ``held_out`` counts triggers that went to the control group
@@ -213,8 +213,8 @@ def simulate_policy(times: Sequence[float], *, policy: str, cooldown_seconds: in
 
     ``times`` are the sorted evaluation times at which the user matched. Once ever
     triggers at the first match. Once per episode triggers at the start of every run
-    of consecutive matches; a missing step ends the episode, as an evaluation that
-    no longer finds the user closes it. A cooldown triggers at the first match and
+    of consecutive matches. A missing step ends the episode, because the scheduler
+    closes an episode when an evaluation no longer finds the user. A cooldown triggers at the first match and
     then at the first match at least ``cooldown_seconds`` after the previous trigger.
     """
     if not times:
@@ -275,7 +275,7 @@ def _times_in_audience(times: list[float], audience: Sequence[AudienceFilter],
     if not audience:
         return times
     if not any(item.op in TIME_DEPENDENT_OPERATORS for item in audience):
-        # The answer is the same at every step, so judge once.
+        # The verdict is the same at every step, so judge once.
         passes = audience_mismatch(audience, account, datetime.fromtimestamp(times[0], timezone.utc)) is None
         return times if passes else []
     return [t for t in times

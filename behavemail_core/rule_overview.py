@@ -23,7 +23,7 @@ class RuleSummary:
     ``last_matched`` is the number of users the last evaluation matched, and
     ``last_error`` its error, if it failed. ``sent_recently`` counts emails sent in
     the last RECENT_SENDS_WINDOW. ``spec`` is None when the stored definition no
-    longer validates, and ``problem`` then says why.
+    longer validates, and ``problem`` then contains the reason.
     """
 
     rule_id: int

@@ -1,7 +1,7 @@
 """The Templates screen under AppTest: starters, checks, preview, test send, save and conflicts.
 
 AppTest cannot type into the Ace editor, so the HTML body is set through the
-screen's state (which the editor starts from); the subject is a plain text input.
+screen's state, which the editor starts from. The subject is a plain text input.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sign-in in Chromium: a direct link to a screen asks for the password first, then opens it."""
+"""Sign-in in Chromium: a direct link to a screen shows the password form first, then the screen."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.app_browser import RERUN_TIMEOUT_MS, settle
+from tests.support.app_browser import RERUN_TIMEOUT_MS, screenshot_whole_page, settle
 from tests.support.app_data import app_environment
 from tests.support.app_server import screenshot_path, start_app_server
 
@@ -45,7 +45,7 @@ def test_direct_link_signs_in_first(app_url: str, page: Page) -> None:
     page.goto(f"{app_url}/settings")
     expect(page.get_by_role("heading", name="Sign in to Behavemail")).to_be_visible()
     expect(page.get_by_role("heading", name="Settings")).to_have_count(0)
-    page.screenshot(path=screenshot_path("sign-in"), full_page=True)
+    screenshot_whole_page(page, VIEWPORT, screenshot_path("sign-in"))
 
     sign_in(page, "wrong-password")
     expect(page.get_by_text("Wrong password")).to_be_visible()
@@ -56,7 +56,7 @@ def test_direct_link_signs_in_first(app_url: str, page: Page) -> None:
     expect(page.get_by_text("Accounts database: The accounts query works")).to_be_visible()
     expect(page.get_by_text("BEHAVEMAIL_DATABASE_URL")).to_be_visible()
     expect(page.get_by_text("BEHAVEMAIL_VIEWER_PASSWORD", exact=True)).to_be_visible()
-    page.screenshot(path=screenshot_path("settings"), full_page=True)
+    screenshot_whole_page(page, VIEWPORT, screenshot_path("settings"))
 
     page.get_by_role("button", name="Sign out").click()
     settle(page)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from behavemail_core.database import create_app_engine, session_factory, upgrade
 from behavemail_core.models import Rule
 from tests.support.app_browser import (RERUN_TIMEOUT_MS, ace_frame, open_screen, pick, replace_ace_text,
-                                       settle, type_text)
+                                       screenshot_whole_page, settle, type_text)
 from tests.support.app_data import app_environment
 from tests.support.app_server import screenshot_path, start_app_server
 
@@ -102,14 +102,14 @@ def test_builder_rule_saves_and_reloads(app_server: RunningApp, page: Page) -> N
     expect(sentence).to_contain_text("with status 4xx in the last 24 hours")
     expect(page.locator(".js-plotly-plot")).to_be_visible()
     counts = chart_counts(page)
-    # ADA, GRACE and NOBODY match now; before ADA's old burst nobody did.
+    # ADA, GRACE and NOBODY match now, and before ADA's old burst no user did.
     assert counts[-1] == 3
     assert counts[0] == 0
     assert max(counts[: len(counts) // 2]) == 1
     backtest = paragraph(page, "Backtest:")
     expect(backtest).to_contain_text("would have sent 2 emails to 1 customer")
     expect(paragraph(page, "Matching now:")).to_contain_text("1 customer")
-    page.screenshot(path=screenshot_path("rules-builder"), full_page=True)
+    screenshot_whole_page(page, VIEWPORT, screenshot_path("rules-builder"))
 
     page.get_by_role("button", name="Save rule").click()
     settle(page)
@@ -124,7 +124,7 @@ def test_builder_rule_saves_and_reloads(app_server: RunningApp, page: Page) -> N
     expect(page.get_by_role("textbox", name="Rule name", exact=True)).to_have_value(RULE_NAME)
     expect(page.get_by_test_id("stCode").first).to_contain_text(EXPECTED_PROMQL)
     expect(page.get_by_text("Unsaved changes")).to_have_count(0)
-    page.screenshot(path=screenshot_path("rules-reloaded"), full_page=True)
+    screenshot_whole_page(page, VIEWPORT, screenshot_path("rules-reloaded"))
 
 
 def test_promql_editor_completes_and_rejects(app_server: RunningApp, page: Page) -> None:
@@ -140,7 +140,8 @@ def test_promql_editor_completes_and_rejects(app_server: RunningApp, page: Page)
     popup = frame.locator(".ace_autocomplete")
     expect(popup).to_contain_text("api_quota_used_ratio")
     expect(popup).to_contain_text("gauge")
-    page.screenshot(path=screenshot_path("rules-promql-completion"), full_page=True)
+    # A plain screenshot: resizing the window would close the completion popup.
+    page.screenshot(path=screenshot_path("rules-promql-completion"))
     page.keyboard.press("Escape")
 
     replace_ace_text(page, "sum by (user_id) (rate(api_requests_total[5m])")

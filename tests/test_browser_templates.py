@@ -17,7 +17,8 @@ from behavemail_core.rule_store import save_rule
 from behavemail_core.rules import RuleSpec
 from behavemail_core.template_preview import starter_templates
 from behavemail_core.template_store import find_template, save_template
-from tests.support.app_browser import RERUN_TIMEOUT_MS, open_screen, pick, replace_ace_text, settle, type_text
+from tests.support.app_browser import (RERUN_TIMEOUT_MS, open_screen, pick, replace_ace_text,
+                                       screenshot_whole_page, settle, type_text)
 from tests.support.app_data import app_environment
 from tests.support.app_server import screenshot_path, start_app_server
 
@@ -67,7 +68,7 @@ def page(chromium: Browser) -> Iterator[Page]:
 
 
 def email_frame(page: Page, tab: int = 0) -> FrameLocator:
-    """Return the sandboxed iframe that holds the rendered email, in the ``tab``-th preview tab."""
+    """Return the sandboxed iframe that contains the rendered email, in the ``tab``-th preview tab."""
     return page.frame_locator('iframe[title="Email preview"]').nth(tab).frame_locator("iframe#email")
 
 
@@ -90,7 +91,7 @@ def test_template_edit_changes_preview(app_server: TemplateApp, page: Page) -> N
     pick(page, "Customer", "u001 · ada@example.com")
     expect(email_frame(page).get_by_text("Hi Ada,")).to_be_visible()
     expect(page.get_by_text("Subject: Ada, your requests are failing with client errors")).to_be_visible()
-    page.screenshot(path=screenshot_path("templates-starter"), full_page=True)
+    screenshot_whole_page(page, VIEWPORT, screenshot_path("templates-starter"))
 
     replace_ace_text(page, EDITED_HTML)
     expect(email_frame(page).get_by_text("Hello Ada from Analytical Engines: 40 errors.")).to_be_visible()
@@ -100,7 +101,7 @@ def test_template_edit_changes_preview(app_server: TemplateApp, page: Page) -> N
     mobile = page.frame_locator('iframe[title="Email preview"]').nth(1).locator("iframe#email")
     expect(mobile).to_have_attribute("style", "display:block;margin:0 auto;width:375px;height:616px;border:1px solid #d1d5db;background:#fff;")
     expect(email_frame(page, 1).get_by_text("Hello Ada from Analytical Engines")).to_be_visible()
-    page.screenshot(path=screenshot_path("templates-edited"), full_page=True)
+    screenshot_whole_page(page, VIEWPORT, screenshot_path("templates-edited"))
 
     page.get_by_role("button", name="Save template").click()
     settle(page)

@@ -84,7 +84,7 @@ def test_backtest_skips_outside_audience_and_no_account() -> None:
 
 
 def test_backtest_judges_time_dependent_audience_per_step() -> None:
-    # Signed up on day 0: "more than 10 days ago" holds from day 11 on.
+    # Signed up on day 0: "more than 10 days ago" is true from day 11 on.
     day = 86400
     window = TimeRange(start=datetime.fromtimestamp(0, timezone.utc),
                        end=datetime.fromtimestamp(20 * day, timezone.utc), step_seconds=day)
@@ -97,12 +97,12 @@ def test_backtest_judges_time_dependent_audience_per_step() -> None:
 
 def test_backtest_counts_control_group_separately() -> None:
     users = [f"user-{n}" for n in range(40)]
-    held = [user for user in users if in_holdout(7, user, 50)]
+    control_group = [user for user in users if in_holdout(7, user, 50)]
     result = simulate_backtest({user: [0.0] for user in users}, {user: {} for user in users},
                                spec(policy=ONCE_EVER, holdout=50), WINDOW, rule_id=7)
-    assert result.held_out == len(held)
-    assert result.emails == len(users) - len(held)
-    assert 0 < len(held) < len(users)
+    assert result.held_out == len(control_group)
+    assert result.emails == len(users) - len(control_group)
+    assert 0 < len(control_group) < len(users)
 
 
 RANGE_CASES = [

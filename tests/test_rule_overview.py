@@ -24,8 +24,8 @@ def test_summaries(tmp_path: Path) -> None:
         quota = save_rule(session, RuleSpec(name="Quota", condition=CONDITION, template=None), actor="t").id
         quiet = save_rule(session, RuleSpec(name="Quiet", condition=CONDITION, template=None, enabled=False),
                           actor="t").id
-        gone = save_rule(session, RuleSpec(name="Gone", condition=CONDITION, template=None), actor="t").id
-        delete_rule(session, gone, actor="t")
+        deleted = save_rule(session, RuleSpec(name="Gone", condition=CONDITION, template=None), actor="t").id
+        delete_rule(session, deleted, actor="t")
         broken = Rule(name="Broken", definition={"condition": {"kind": "nonsense"}})
         session.add(broken)
         session.add_all([

@@ -48,7 +48,7 @@ def wait_for_editor_updates() -> None:
 
     Streamlit stops a run at its next element when a rerun request is waiting, so
     an update that arrives during the pause ends this run here, and the rerun (which
-    still has the pending save) sees the newest text.
+    still has the pending save) reads the newest text.
     """
     with st.spinner("Saving…"):
         time.sleep(EDITOR_SETTLE_SECONDS)
@@ -62,9 +62,9 @@ def enable_metric_completion(metrics: Sequence[MetricInfo]) -> None:
     list, so this invisible component adds an Ace completer inside each editor's
     iframe. It can, because both iframes come from the app's own origin (st.iframe
     gives an HTML string same-origin access).
-    NOTE: this depends on streamlit-ace exposing ``window.ace`` in its iframe and on
-    the iframe title above; the browser test that types a metric prefix catches a
-    change in either.
+    NOTE: this depends on streamlit-ace exposing ``window.ace`` in its iframe, and on
+    the iframe title above. The browser test that types a metric prefix fails when
+    either changes.
     """
     words = [{"name": metric.name, "type": metric.type} for metric in metrics]
     script = _COMPLETION_SCRIPT.replace("__WORDS__", json.dumps(words).replace("<", "\\u003c"))

@@ -2,8 +2,8 @@
 
 Every rerun of a screen would otherwise ask Prometheus again, and the rule builder
 reruns on each change. Results are kept for a short time per query and per settings
-(``services.cache_key``); arguments whose names start with an underscore are not
-part of the cache key, as st.cache_data defines. Errors are not cached.
+(``services.cache_key``). st.cache_data leaves arguments whose names start with an
+underscore out of the cache key. Errors are not cached.
 """
 
 from __future__ import annotations

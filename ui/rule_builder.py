@@ -1,7 +1,7 @@
 """The visual rule builder: every field of a rule as widgets, written back into a RuleDraft.
 
 Widgets take their first value from the draft and write what the operator picks
-back into it on every run, so the draft (in the screen's session state) always holds
+back into it on every run, so the draft (in the screen's session state) always contains
 the whole form, including the fields of condition kinds not shown at the moment.
 Widget keys contain the state's ``generation``; opening another rule raises it, which
 resets every widget to the newly loaded draft.
@@ -53,7 +53,7 @@ COUNTER_KINDS = ("count", "ratio", "inactive", "never_used")
 
 
 class _Form:
-    """What every section of the form needs: the settings, the key prefix and the lock."""
+    """The context of every form section: settings, screen state, metric catalog and read-only flag."""
 
     def __init__(self, settings: Settings, state: RulesState, catalog: list[MetricInfo], disabled: bool) -> None:
         self.settings = settings

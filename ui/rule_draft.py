@@ -1,6 +1,6 @@
 """The rule builder's form model: every field of the form, to and from a rule's export form.
 
-A RuleDraft holds what the operator typed, valid or not, so it survives reruns and
+A RuleDraft contains what the operator typed, valid or not, so it survives reruns and
 switches between condition kinds. ``to_dict`` gives the export form that
 ``rule_spec_from_dict`` validates, and ``draft_from_spec`` fills the form from a
 saved rule. This module has no Streamlit import, so it is tested on its own.

@@ -134,25 +134,40 @@ class PreviewCustomer:
 def preview_customer(settings: Settings, state: TemplatesState, rules: list[RuleSummary]) -> PreviewCustomer | None:
     """Choose a real account: one of a rule's current matches, or any user id typed in."""
     usable = [summary for summary in rules if summary.spec is not None]
-    rule_names = [summary.name for summary in usable]
-    default_rule = next((i for i, s in enumerate(usable) if s.template == state.name), 0)
     rule_column, customer_column, id_column = st.columns(3)
     with rule_column:
-        rule_name = st.selectbox("Customers matching rule", rule_names, index=default_rule if rule_names else None,
-                                 key=_key("preview", "rule"), placeholder="No rules yet")
-    matches = _matches_of(settings, next((s for s in usable if s.name == rule_name), None))
+        rule = _rule_picker(usable, state)
+    matches = _matches_of(settings, rule)
     with customer_column:
-        labels = {m.user_id: f"{m.user_id} · {m.email}" for m in matches}
+        labels = {match.user_id: f"{match.user_id} · {match.email}" for match in matches}
         chosen = st.selectbox("Customer", list(labels), index=0 if labels else None, key=_key("preview", "user"),
                               format_func=labels.get, placeholder="Nobody matches this rule now")
     with id_column:
         typed = st.text_input("Or type a user id", key=_key("preview", "typed_user")).strip()
+
     user_id = typed or chosen
     if not user_id:
         st.info("Pick a customer who matches a rule, or type a user id, to preview the email.")
         return None
-    default_value = next((m.value for m in matches if m.user_id == user_id), DEFAULT_PREVIEW_VALUE)
+    default_value = next((match.value for match in matches if match.user_id == user_id), DEFAULT_PREVIEW_VALUE)
     value = st.number_input("Value for {{ value }}", value=float(default_value), key=_key("preview", "value", user_id))
+
+    account = _account(settings, user_id)
+    if account is None:
+        return None
+    return PreviewCustomer(account=account, value=value, rule_name=rule.name if rule else "Preview")
+
+
+def _rule_picker(rules: list[RuleSummary], state: TemplatesState) -> RuleSummary | None:
+    # The first rule that sends this template is the likeliest source of customers.
+    default = next((i for i, summary in enumerate(rules) if summary.template == state.name), 0)
+    names = [summary.name for summary in rules]
+    name = st.selectbox("Customers matching rule", names, index=default if names else None,
+                        key=_key("preview", "rule"), placeholder="No rules yet")
+    return next((summary for summary in rules if summary.name == name), None)
+
+
+def _account(settings: Settings, user_id: str) -> dict[str, Any] | None:
     try:
         account = services.accounts(settings).lookup([user_id]).get(user_id)
     except BehavemailError as exc:
@@ -160,8 +175,7 @@ def preview_customer(settings: Settings, state: TemplatesState, rules: list[Rule
         return None
     if account is None:
         st.warning(f"No account with user id {user_id!r} in the accounts database: check the id.")
-        return None
-    return PreviewCustomer(account=account, value=value, rule_name=rule_name or "Preview")
+    return account
 
 
 def _matches_of(settings: Settings, summary: RuleSummary | None) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from playwright.sync_api import FrameLocator, Locator, Page, expect
 
@@ -79,3 +80,17 @@ def replace_ace_text(page: Page, text: str, nth: int = 0, *, wait: bool = True) 
     if wait:
         page.wait_for_timeout(ACE_DEBOUNCE_MS)
         settle(page)
+
+
+def screenshot_whole_page(page: Page, viewport: dict[str, int], path: Path) -> None:
+    """Save the whole screen, however long.
+
+    Streamlit scrolls inside its main area, so a full-page screenshot stops at the
+    window's height. The window is made as tall as the content first, then restored.
+    """
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": viewport["width"], "height": max(viewport["height"], height)})
+    settle(page)
+    page.screenshot(path=path, full_page=True)
+    page.set_viewport_size(viewport)
+    settle(page)

@@ -50,7 +50,7 @@ class AppServer:
         return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-        """Wait until Streamlit's health endpoint answers, raising with the log's tail otherwise."""
+        """Wait until Streamlit's health endpoint returns 200, raising with the log's tail otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
