@@ -1,9 +1,9 @@
 """Take the screenshots of docs/operators.md from the demo data: ``python -m tests.support.docs_screenshots``.
 
-Builds the demo accounts and seven days of demo metrics in a temporary folder, starts
-a private Prometheus and the app on 127.0.0.1 with the starter rules and 30 days of
-demo sends, and saves one PNG per screen into docs/screenshots/. Every process it
-starts is stopped by its PID at the end.
+Builds the demo accounts and seven days of demo metrics in a temporary folder. Then
+starts a private Prometheus and the app on 127.0.0.1 with the starter rules and 30
+days of demo sends, and saves one PNG per screen into docs/screenshots/. Every
+process it starts is stopped by its PID at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from behavemail_core.demo.personas import assign_personas
 from behavemail_core.demo.send_history import seed_history
 from behavemail_core.portability import import_document
 from behavemail_core.settings import DATA_DIR
-from tests.support.app_browser import RERUN_TIMEOUT_MS, open_screen, pick, settle
+from tests.support.app_browser import RERUN_TIMEOUT_MS, open_screen, pick, screenshot_whole_page, settle
 from tests.support.app_data import QUOTA_HELP, REQUESTS_HELP, app_environment, wait_for_metadata
 from tests.support.app_server import CHROMIUM_ARGS, CHROMIUM_PATH, REPOSITORY, start_app_server
 from tests.support.prometheus import free_port, start_prometheus
@@ -35,7 +35,7 @@ VIEWPORT = {"width": 1440, "height": 1800}
 def build_demo(workdir: Path, now: datetime) -> tuple[str, Path]:
     """Write the demo accounts database and metric history; return the accounts URL and history path."""
     # A short lag keeps the last gauge samples inside Prometheus's 5-minute lookback while
-    # the screenshots are taken; the demo's traffic generator does that job in `make demo`.
+    # the screenshots are taken. In `make demo` the traffic generator keeps them fresh.
     end = history_end(now, lag=timedelta(seconds=30))
     accounts = shift_signup_dates(read_accounts_csv(DATA_DIR / "accounts.csv"), end.date())
     personas = assign_personas([account.user_id for account in accounts], SEED)
@@ -83,7 +83,7 @@ def capture(page: Page, url: str) -> None:
     expect(page.get_by_text("Backtest:")).to_be_visible()
     settle(page)
     page.wait_for_timeout(1500)
-    page.screenshot(path=SCREENSHOTS / "rules.png", full_page=True)
+    screenshot_whole_page(page, VIEWPORT, SCREENSHOTS / "rules.png")
 
     pick(page, "Open a rule", "New rule")
     wait_for_rule_name(page, "")
@@ -100,11 +100,11 @@ def capture(page: Page, url: str) -> None:
     expect(page.get_by_text("Subject:")).to_be_visible()
     settle(page)
     page.wait_for_timeout(2000)
-    page.screenshot(path=SCREENSHOTS / "templates.png", full_page=True)
+    screenshot_whole_page(page, VIEWPORT, SCREENSHOTS / "templates.png")
 
     open_screen(page, url, "Settings")
     expect(page.get_by_text("BEHAVEMAIL_DATABASE_URL")).to_be_visible()
-    page.screenshot(path=SCREENSHOTS / "settings.png", full_page=True)
+    screenshot_whole_page(page, VIEWPORT, SCREENSHOTS / "settings.png")
 
 
 def main() -> int:
