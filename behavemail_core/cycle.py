@@ -26,12 +26,19 @@ class CycleReport:
     duration_ms: int = 0
 
 
-def due_rule_ids(services: Services, now: datetime) -> list[int]:
+# Cycles start a few milliseconds later or earlier than the previous claim's
+# "now + interval"; without this slack a rule due at 12:05:00.004 would wait for
+# the cycle after 12:05:00.000.
+DUE_SLACK = timedelta(seconds=2)
+
+
+def due_rule_ids(services: Services, now: datetime, *, all_enabled: bool = False) -> list[int]:
+    """Return the enabled rules whose check interval has passed (or all enabled ones)."""
+    query = select(Rule.id).where(Rule.enabled.is_(True), Rule.deleted_at.is_(None)).order_by(Rule.id)
+    if not all_enabled:
+        query = query.where(or_(Rule.next_due_at.is_(None), Rule.next_due_at <= now + DUE_SLACK))
     with services.sessions() as session:
-        return list(session.scalars(
-            select(Rule.id).where(Rule.enabled.is_(True), Rule.deleted_at.is_(None),
-                                  or_(Rule.next_due_at.is_(None), Rule.next_due_at <= now))
-            .order_by(Rule.id)))
+        return list(session.scalars(query))
 
 
 def claim_rule(services: Services, rule_id: int, now: datetime) -> bool:
@@ -44,7 +51,7 @@ def claim_rule(services: Services, rule_id: int, now: datetime) -> bool:
         interval = session.scalar(select(Rule.check_interval_seconds).where(Rule.id == rule_id)) or 300
         result = session.execute(
             update(Rule).where(Rule.id == rule_id, Rule.enabled.is_(True),
-                               or_(Rule.next_due_at.is_(None), Rule.next_due_at <= now))
+                               or_(Rule.next_due_at.is_(None), Rule.next_due_at <= now + DUE_SLACK))
             .values(next_due_at=now + timedelta(seconds=interval), last_evaluated_at=now)
             .execution_options(synchronize_session=False))
         return result.rowcount == 1
@@ -55,6 +62,9 @@ def run_cycle(services: Services, now: datetime, *, dry_run: bool = False,
               deadline: float | None = None) -> CycleReport:
     """Evaluate every due rule once; a failing rule is logged and the others still run.
 
+    A dry run evaluates every enabled rule, due or not, since it answers "who would
+    get what now" and records nothing.
+
     ``deadline`` is a time.monotonic() value: rules not started by then stay due
     and run in the next cycle, so one slow cycle cannot delay the ones after it.
     """
@@ -64,7 +74,7 @@ def run_cycle(services: Services, now: datetime, *, dry_run: bool = False,
         with services.sessions() as session:
             report.recovered = heartbeat.recover_interrupted_sends(session, services.scheduler_id, now,
                                                                    stale_after)
-    due = due_rule_ids(services, now)
+    due = due_rule_ids(services, now, all_enabled=dry_run)
     for position, rule_id in enumerate(due):
         if services.should_stop():
             break

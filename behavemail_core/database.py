@@ -9,7 +9,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import ConfigurationError
+from .settings import mask
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,24 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """Bring the app database's schema to the newest migration."""
+    """Bring the app database's schema to the newest migration.
+
+    Raises ConfigurationError naming BEHAVEMAIL_DATABASE_URL when the database
+    cannot be opened.
+    """
     log.info("migrating app database to the newest schema")
-    command.upgrade(alembic_config(url), "head")
+    try:
+        if make_url(url).get_backend_name() == "sqlite":
+            _prepare_sqlite_folder(url)
+        command.upgrade(alembic_config(url), "head")
+    except (OperationalError, OSError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ConfigurationError(
+            f"Cannot open the app database {mask(url)} ({detail}): check BEHAVEMAIL_DATABASE_URL, "
+            "that the server is running and that the folder or database exists") from exc
+
+
+def _prepare_sqlite_folder(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,9 @@ class RuleReport:
     suppressed: int = 0
     failed: int = 0
     held_out: int = 0
+    # Matched users not triggered: outside the audience, or held back by the send policy.
     skipped: int = 0
+    outside_audience: int = 0
     duration_ms: int = 0
     error: str | None = None
     planned: list[dict[str, Any]] = field(default_factory=list)
@@ -164,6 +166,7 @@ def _audience_stage(spec: RuleSpec, values: dict[str, float], accounts: dict[str
             mismatch = audience_mismatch(spec.audience, account, now)
             if mismatch is not None:
                 report.skipped += 1
+                report.outside_audience += 1
                 log.debug("outside audience rule=%r user_id=%r reason=%s", spec.name, user_id, mismatch)
                 continue
         candidates.append(candidate)
@@ -324,9 +327,11 @@ def _deliver_stage(services: Services, rule_id: int, spec: RuleSpec, template: T
         _mark_in_flight(services, emails)
         attempt_started = time.monotonic()
         results = services.backend.deliver(emails)
-        log.info("batch delivered rule_id=%s backend=%s emails=%d accepted=%d duration_ms=%.0f", rule_id,
-                 services.backend.name, len(emails), sum(r.accepted for r in results),
-                 (time.monotonic() - attempt_started) * 1000)
+        accepted = sum(r.accepted for r in results)
+        log.log(logging.INFO if accepted == len(emails) else logging.WARNING,
+                "batch delivered rule_id=%s backend=%s emails=%d accepted=%d failed=%d duration_ms=%.0f",
+                rule_id, services.backend.name, len(emails), accepted, len(emails) - accepted,
+                (time.monotonic() - attempt_started) * 1000)
         _record_results(services, emails, results, spec, now, report)
 
 

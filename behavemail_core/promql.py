@@ -136,7 +136,7 @@ def format_duration(seconds: int) -> str:
     """Format seconds as the shortest PromQL duration, e.g. 90000 -> ``1d1h``."""
     parts = []
     remaining = int(seconds)
-    for unit, size in DURATION_UNITS[1:]:  # years are never used on the way out
+    for unit, size in DURATION_UNITS[2:]:  # days read better than years and weeks
         count, remaining = divmod(remaining, size)
         if count:
             parts.append(f"{count}{unit}")

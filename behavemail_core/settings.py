@@ -58,7 +58,7 @@ def _parse_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number: expected digits only, e.g. 60") from None
     if value < 0:
         raise ConfigurationError(f"{name}={raw!r} must not be negative")
     return value

@@ -170,7 +170,7 @@ def test_bad_setting_stops_startup(installation, tmp_path: Path) -> None:
     result = run([str(ROOT / "scheduler.py"), "--once"], {**env, "BEHAVEMAIL_SMTP_PORT": "smtp"}, tmp_path)
 
     assert result.returncode == 2
-    assert "BEHAVEMAIL_SMTP_PORT='smtp' is not an integer" in result.stderr
+    assert "BEHAVEMAIL_SMTP_PORT='smtp' is not a whole number" in result.stderr
 
 
 def test_sigterm_stops_cleanly(installation, tmp_path: Path) -> None:
@@ -231,3 +231,43 @@ def test_sigkill_mid_batch_never_sends_twice(tmp_path: Path, prometheus_factory)
     assert len(recipients) + len(interrupted) >= 40 - 1  # every other user got exactly one email
     sent_addresses = {s.email for s in sends if s.status == "sent"}
     assert sent_addresses <= set(recipients)
+
+
+def test_once_exits_1_when_prometheus_down(installation, tmp_path: Path) -> None:
+    env, _, smtp = installation
+
+    result = run([str(ROOT / "scheduler.py"), "--once"],
+                 {**env, "BEHAVEMAIL_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}"}, tmp_path)
+
+    assert result.returncode == 1
+    assert "Cannot connect to Prometheus at http://127.0.0.1:" in result.stderr
+    assert "5 rule evaluations failed" in result.stderr
+    assert smtp.envelopes == []
+
+
+def test_dry_run_ignores_check_interval(installation, tmp_path: Path) -> None:
+    env, high, smtp = installation
+    run([str(ROOT / "scheduler.py"), "--once"], env, tmp_path)
+
+    result = run([str(ROOT / "scheduler.py"), "--dry-run"], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    # Right after a cycle no rule is due, yet the dry run evaluates them all and shows
+    # that the matched users already got their email in this episode.
+    assert ("Quota above 80 %: 4 matched, 0 outside the audience, 4 held back by the send policy, "
+            "0 triggered") in result.stdout
+    assert "0 emails would be sent" in result.stdout
+    assert len(smtp.envelopes) == 4
+
+
+def test_unopenable_database_names_variable(installation, tmp_path: Path) -> None:
+    env, _, _ = installation
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+
+    result = run([str(ROOT / "scheduler.py"), "--once"],
+                 {**env, "BEHAVEMAIL_DATABASE_URL": f"sqlite:///{blocker}/app.db"}, tmp_path)
+
+    assert result.returncode == 2
+    assert "check BEHAVEMAIL_DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
