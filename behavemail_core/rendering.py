@@ -181,7 +181,7 @@ def add_html_footer(html: str, *, unsubscribe_url: str, postal_address: str) -> 
     if not _contains_html(html, unsubscribe_url):
         lines.append(
             f'<p style="margin:0"><a href="{escape(unsubscribe_url)}" '
-            'style="color:#6b7280">Unsubscribe</a> from these emails.</p>'
+            'style="color:#6b7280">Unsubscribe from these emails</a></p>'
         )
     if not lines:
         return html

@@ -195,3 +195,15 @@ def test_extra_header_name_is_checked(name):
 ])
 def test_header_text_cases(value, expected):
     assert header_text(value) == expected
+
+
+def test_mime_version_only_at_top() -> None:
+    from behavemail_core.delivery.message import OutgoingEmail, Sender
+    from behavemail_core.delivery.mime import build_mime_message
+
+    email = OutgoingEmail(send_id=1, to_address="ana@example.com", to_name="Ana", subject="Hi",
+                          html="<p>Hi</p>", text="Hi", unsubscribe_url="http://127.0.0.1:8502/u/t")
+    message = build_mime_message(email, Sender("hello@example.com", "Example"), message_id_domain="example.com")
+
+    assert message["MIME-Version"] == "1.0"
+    assert [part["MIME-Version"] for part in message.iter_parts()] == [None, None]

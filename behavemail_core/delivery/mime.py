@@ -134,6 +134,10 @@ def build_mime_message(email: OutgoingEmail, sender: Sender, *,
 
     message.set_content(email.text, subtype="plain", charset="utf-8")
     message.add_alternative(email.html, subtype="html", charset="utf-8")
+    # The email package gives the part made by add_alternative a MIME-Version
+    # header of its own; only the top level needs one (RFC 2045, section 4).
+    for part in message.iter_parts():
+        del part["MIME-Version"]
     return message
 
 

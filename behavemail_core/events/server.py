@@ -82,6 +82,10 @@ class _EventRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Behavemail"
     sys_version = ""
+
+    def version_string(self) -> str:
+        # The base class joins server_version and sys_version with a space.
+        return self.server_version
     timeout = REQUEST_TIMEOUT_SECONDS
 
     def do_GET(self) -> None:  # noqa: N802 (name fixed by BaseHTTPRequestHandler)
