@@ -406,6 +406,22 @@ def test_demo_history_nothing_after_now(seeded_demo: sessionmaker[Session]) -> N
     assert latest_goal < SEED_NOW
 
 
+def test_demo_history_spares_live_users(seeded_demo: sessionmaker[Session]) -> None:
+    # A past email to a user whose behavior the live traffic changes would hold back
+    # that user's live email under the rule's send policy.
+    from behavemail_core.demo.accounts import SEED, generate_accounts
+    from behavemail_core.demo.personas import assign_personas
+    from behavemail_core.demo.traffic import build_script
+
+    personas = assign_personas([account.user_id for account in generate_accounts()], SEED)
+    scripted = {event.user_id for event in build_script(personas)}
+    with seeded_demo() as session:
+        seeded_users = set(session.scalars(select(Send.user_id)))
+
+    assert scripted
+    assert scripted.isdisjoint(seeded_users)
+
+
 def test_demo_history_sent_emails_rendered(seeded_demo: sessionmaker[Session]) -> None:
     with seeded_demo() as session:
         unrendered = session.scalar(select(func.count()).select_from(Send)

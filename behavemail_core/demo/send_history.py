@@ -48,6 +48,7 @@ from ..rules import COOLDOWN, ONCE_EVER, ONCE_PER_EPISODE
 from ..settings import DATA_DIR, Settings, load_settings
 from .accounts import Account, generate_accounts, read_accounts_csv, shift_signup_dates
 from .personas import Persona, assign_personas
+from .traffic import build_script
 from .accounts import SEED as ACCOUNTS_SEED
 
 log = logging.getLogger(__name__)
@@ -215,11 +216,15 @@ def eligible_accounts(profile: RuleProfile, accounts: Sequence[Account],
                       personas: dict[str, Persona]) -> list[Account]:
     """Return the accounts a rule may trigger in the history, by user id.
 
-    Users of the persona the rule matches live and users who never call the API are left out.
+    Users of the persona the rule matches live, users who never call the API, and the
+    users whose behavior the live traffic generator changes are left out, so a past
+    email never holds back the live demo's emails under the rule's send policy.
     """
     left_out = {profile.persona, Persona.DORMANT}
+    scripted = {event.user_id for event in build_script(personas)}
     return sorted((account for account in accounts
                    if personas.get(account.user_id) not in left_out
+                   and account.user_id not in scripted
                    and (profile.plans is None or account.plan in profile.plans)),
                   key=lambda account: account.user_id)
 
