@@ -139,9 +139,13 @@ def app_env(operator_world: OperatorWorld, tmp_path: Path, monkeypatch: pytest.M
     return environment
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator["Browser"]:
-    """Debian's Chromium, driven by Playwright, for the whole session."""
+    """Debian's Chromium, driven by Playwright, for one test module.
+
+    One thread runs one Playwright at a time, so this ends with its module, and other
+    modules may start their own.
+    """
     from playwright.sync_api import sync_playwright
 
     from tests.support.app_server import CHROMIUM_ARGS, CHROMIUM_PATH
