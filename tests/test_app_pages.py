@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.support.prometheus import free_port
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT_SECONDS = 60
 
@@ -30,3 +32,21 @@ def test_page_runs_without_exception(app_env, page: str, title: str) -> None:
     app = open_page(page)
     assert not app.exception, app.exception
     assert app.title[0].value == title
+
+
+@pytest.mark.parametrize("page, expected", [
+    # the metric list and the preview need Prometheus
+    ("pages/rules.py", "Prometheus"),
+    # the variables come from the accounts query
+    ("pages/templates.py", "The accounts query failed"),
+    # both connection checks fail
+    ("pages/settings.py", "Accounts database"),
+])
+def test_page_survives_unreachable_services(app_env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            page: str, expected: str) -> None:
+    monkeypatch.setenv("BEHAVEMAIL_PROMETHEUS_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("BEHAVEMAIL_ACCOUNTS_URL", f"sqlite:///{tmp_path / 'missing' / 'accounts.db'}")
+    app = open_page(page)
+    assert not app.exception, app.exception
+    shown = [item.value for item in [*app.error, *app.warning]]
+    assert any(expected in text for text in shown), shown
