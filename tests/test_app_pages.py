@@ -48,5 +48,5 @@ def test_page_survives_unreachable_services(app_env, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("BEHAVEMAIL_ACCOUNTS_URL", f"sqlite:///{tmp_path / 'missing' / 'accounts.db'}")
     app = open_page(page)
     assert not app.exception, app.exception
-    shown = [item.value for item in [*app.error, *app.warning]]
-    assert any(expected in text for text in shown), shown
+    messages = [item.value for item in [*app.error, *app.warning]]
+    assert any(expected in text for text in messages), messages
