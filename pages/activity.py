@@ -13,7 +13,7 @@ from behavemail_core.activity import SendDetail, SendFilter, SendLogRow, SendPag
 from behavemail_core.funnel import Period
 from behavemail_core.models import FAILED, OUTCOMES, SUPPRESSED
 from behavemail_core.rule_store import list_rules
-from ui import auth, services
+from ui import auth, entry, services
 from ui.errors import attempt, error_box
 from ui.state import Flash
 from ui.widgets import show_flash
@@ -43,8 +43,6 @@ def activity_page() -> None:
     """Show the filtered send log and, below it, the send picked in it."""
     st.title("Activity")
     settings = services.current_settings()
-    if not _signed_in(settings):
-        return
     state = _page_state()
     sessions = services.sessions(settings)
     show_flash(state.flash)
@@ -70,20 +68,6 @@ def activity_page() -> None:
             st.warning(f"Send {state.send_id} does not exist.")
         else:
             _send_panel(state, detail, sessions)
-
-
-def _signed_in(settings) -> bool:
-    """Return whether this session may see the screen, showing a link to the sign-in page when not.
-
-    NOTE: Streamlit 1.67 runs a file of pages/ on its own, without app.py and its
-    sign-in, until some session of the server has run app.py's st.navigation. A
-    link to this screen as the first request of a fresh server does exactly that,
-    so the screen checks the sign-in itself.
-    """
-    if auth.resolve_access(settings) is not None:
-        return True
-    st.warning("Sign in first: [open the start page](/) and enter your password.")
-    return False
 
 
 def _page_state() -> ActivityState:
@@ -244,4 +228,5 @@ def _escape_markdown(text: str) -> str:
     return "".join(f"\\{char}" if char in "\\`*_{}[]()#+-.!|<>$~" else char for char in text)
 
 
+entry.require_entry(__file__)
 activity_page()

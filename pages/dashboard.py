@@ -13,7 +13,7 @@ from behavemail_core import funnel as funnel_queries
 from behavemail_core.funnel import DailyActivity, EvaluationSummary, Funnel, HoldoutComparison, Period, RuleFunnel
 from behavemail_core.models import Rule
 from behavemail_core.rule_store import list_rules
-from ui import auth, services
+from ui import entry, services
 from ui.errors import error_box
 
 DEFAULT_DAYS = 30
@@ -36,8 +36,6 @@ def dashboard_page() -> None:
     """Show the funnel, the control-group comparison, the per-rule table and the daily activity."""
     st.title("Dashboard")
     settings = services.current_settings()
-    if not _signed_in(settings):
-        return
     sessions = services.sessions(settings)
     with sessions() as session:
         rules = list_rules(session, include_deleted=True)
@@ -49,20 +47,6 @@ def dashboard_page() -> None:
     with error_box(), sessions() as session:
         data = _load(session, period, rule_id)
         _show(data, period, rule_id)
-
-
-def _signed_in(settings) -> bool:
-    """Return whether this session may see the screen, showing a link to the sign-in page when not.
-
-    NOTE: Streamlit 1.67 runs a file of pages/ on its own, without app.py and its
-    sign-in, until some session of the server has run app.py's st.navigation. A
-    link to this screen as the first request of a fresh server does exactly that,
-    so the screen checks the sign-in itself.
-    """
-    if auth.resolve_access(settings) is not None:
-        return True
-    st.warning("Sign in first: [open the start page](/) and enter your password.")
-    return False
 
 
 def _filters(rules: list[Rule]) -> tuple[Period, int | None] | None:
@@ -330,4 +314,5 @@ def _round(value: float | None, scale: float = 1.0) -> float | None:
     return None if value is None else round(value * scale, 1)
 
 
+entry.require_entry(__file__)
 dashboard_page()

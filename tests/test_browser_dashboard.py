@@ -217,7 +217,7 @@ def test_link_on_fresh_server_needs_sign_in(tmp_path: Path, app: DashboardApp, p
     }, tmp_path / "server")
     try:
         page.goto(f"{server.url}/activity?send=1")
-        expect(page.get_by_text("Sign in first")).to_be_visible()
+        expect(page.get_by_role("heading", name="Sign in to Behavemail")).to_be_visible()
         save_screenshot(page, "activity-link-needs-sign-in")
         assert page.get_by_role("heading", name="Send 1").count() == 0
         assert page.get_by_text("Page 1 of").count() == 0
