@@ -289,7 +289,7 @@ def mask(value: str) -> str:
         return f"{scheme}://{user}:****@{host}"
     if "://" in value:
         return value
-    return "****" if len(value) < 12 else f"{value[:3]}****"
+    return "****"
 
 
 def _read_toml(path: Path) -> dict[str, str]:

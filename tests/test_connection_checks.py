@@ -122,7 +122,7 @@ def test_sendgrid_key_checked_without_request(tmp_path: Path) -> None:
                             BEHAVEMAIL_SENDGRID_API_HOST=f"http://127.0.0.1:{free_port()}")
     result = check_email_backend(settings)
     assert result.status == OK
-    assert result.summary == "SendGrid: API key SG.**** is set (not verified)"
+    assert result.summary == "SendGrid: API key **** is set (not verified)"
     assert "No request is made" in result.detail
 
 

@@ -101,3 +101,7 @@ def test_every_setting_documented_in_readme() -> None:
 
 def test_every_setting_has_help() -> None:
     assert [spec.name for spec in SPECS if len(spec.help) < 20] == []
+
+
+def test_mask_long_secret_shows_nothing() -> None:
+    assert mask("SG.abcdefghijklmnopqrstuvwxyz") == "****"
