@@ -9,16 +9,11 @@ put late-evening rows on the next day.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,10 +25,9 @@ from behavemail_core.funnel import (HoldoutComparison, Period, daily_activity, e
                                     rule_funnels, triggered_per_day)
 from behavemail_core.models import FAILED, HELD_OUT, PENDING, SENT, SUPPRESSED, DeliveryEvent, Evaluation, Rule, Send
 from behavemail_core.portability import import_document
-from tests.support.prometheus import free_port
+from tests.support.postgres import PostgresCluster
 
 PERIOD = Period.for_days(date(2025, 3, 1), date(2025, 3, 3))
-POSTGRES_BIN = Path("/usr/local/bin")
 STARTER_RULES = Path(__file__).resolve().parent.parent / "data" / "starter_rules.yaml"
 SEED_NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -123,51 +117,9 @@ def seed(sessions: sessionmaker[Session]) -> dict[str, int]:
 # --- databases -----------------------------------------------------------------
 
 
-class PostgresCluster:
-    """A throwaway PostgreSQL cluster on 127.0.0.1, run as the postgres user when the tests run as root."""
-
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="behavemail-pg-"))
-        self.port = free_port()
-        self.as_postgres = os.geteuid() == 0
-        if self.as_postgres:
-            shutil.chown(self.directory, user="postgres")
-        self._run("initdb", "-D", str(self.directory / "data"), "-U", "behavemail", "--auth=trust",
-                  "-E", "UTF8", "--no-sync")
-        self._run("pg_ctl", "-D", str(self.directory / "data"), "-l", str(self.directory / "log"), "-w",
-                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.directory} -F", "start")
-        self.databases = 0
-
-    def _run(self, program: str, *args: str) -> None:
-        command = [str(POSTGRES_BIN / program), *args]
-        if self.as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-
-    def create_database(self) -> str:
-        """Create an empty database and return its SQLAlchemy URL, with the session in Asia/Tokyo."""
-        self.databases += 1
-        name = f"funnel_{self.databases}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=behavemail dbname=postgres",
-                             autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        return (f"postgresql+psycopg://behavemail@127.0.0.1:{self.port}/{name}"
-                "?options=-c%20timezone%3DAsia/Tokyo")
-
-    def stop(self) -> None:
-        try:
-            self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
-        finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    if not (POSTGRES_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL binaries not found in {POSTGRES_BIN}")
-    cluster = PostgresCluster()
-    yield cluster
-    cluster.stop()
+def tokyo_database(cluster: PostgresCluster) -> str:
+    """Return a fresh database's URL whose sessions run in Asia/Tokyo, to prove days are UTC."""
+    return cluster.new_database() + "?options=-c%20timezone%3DAsia/Tokyo"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -175,7 +127,7 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'app.db'}"
     else:
-        url = request.getfixturevalue("postgres").create_database()
+        url = tokyo_database(request.getfixturevalue("postgres_cluster"))
     upgrade(url)
     engine = create_app_engine(url)
     yield session_factory(engine)
@@ -359,7 +311,7 @@ def seeded_demo(request: pytest.FixtureRequest,
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'app.db'}"
     else:
-        url = request.getfixturevalue("postgres").create_database()
+        url = tokyo_database(request.getfixturevalue("postgres_cluster"))
     upgrade(url)
     engine = create_app_engine(url)
     sessions = session_factory(engine)
