@@ -311,3 +311,21 @@ def test_goal_condition_from_widgets(app_env) -> None:
     assert rule.goal == {"kind": "count", "metric": "api_requests_total", "window": "24h", "op": ">",
                          "threshold": 0.0, "matchers": [{"label": "endpoint", "op": "=", "value": "/v2/search"}]}
     assert rule.goal_window_seconds == 7 * 86400
+
+
+def test_rules_list_counts_audience(app_env) -> None:
+    from behavemail_core.audience import AudienceFilter
+
+    condition = condition_from_dict({"kind": "count", "metric": "api_requests_total", "window": "24h",
+                                     "op": ">", "threshold": 10, "matchers": [STATUS_4XX]})
+    with sessions(app_env)() as session:
+        save_rule(session, RuleSpec(name="Free 4xx", condition=condition, template=None,
+                                    audience=(AudienceFilter("plan", "=", "free"),)), actor="test")
+        save_rule(session, RuleSpec(name="All 4xx", condition=condition, template=None), actor="test")
+
+    app = open_rules()
+    table = app.dataframe[0].value.set_index("Rule")
+
+    # Three customers match the condition; one of them is on the free plan.
+    assert table.loc["Free 4xx", "Matching now"] == "3 (1 in audience)"
+    assert table.loc["All 4xx", "Matching now"] == "3"

@@ -41,7 +41,8 @@ def rules_table(settings: Settings, summaries: list[RuleSummary]) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "Enabled": st.column_config.CheckboxColumn("Enabled"),
         "Matching now": st.column_config.TextColumn("Matching now", help="Customers the condition matches "
-                                                    "right now, before the audience filter."),
+                                                    "right now; in brackets, how many of them "
+                                                    "are in the rule's audience."),
         "Sent (7 days)": st.column_config.NumberColumn("Sent (7 days)", help="Emails sent in the last 7 days."),
     })
 
@@ -64,9 +65,14 @@ def _matching_now(settings: Settings, summary: RuleSummary) -> str:
     try:
         promql = compile_rule(summary.spec, user_label=settings.user_label,
                               scrape_interval_seconds=settings.scrape_interval).promql
-        return str(queries.count_matching(settings, promql))
+        if not summary.spec.audience:
+            return str(queries.count_matching(settings, promql))
+        matches = queries.current_matches(settings, summary.spec, promql)
     except BehavemailError:
         return "query failed"
+    in_audience = len(matches.in_audience)
+    at_least = "+" if matches.truncated else ""
+    return f"{matches.total} ({in_audience}{at_least} in audience)"
 
 
 def rule_picker(settings: Settings, state: RulesState, summaries: list[RuleSummary],
