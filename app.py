@@ -34,7 +34,10 @@ def build_pages() -> dict[str, st.Page]:
 
 
 def main() -> None:
-    st.set_page_config(page_title="Behavemail", page_icon=":material/mail:", layout="wide")
+    # A local icon file: Streamlit fetches a ":material/..." page icon from Google's
+    # font servers, which an installation without internet access cannot reach.
+    st.set_page_config(page_title="Behavemail", page_icon=str(APP_DIR / "ui" / "assets" / "icon.png"),
+                       layout="wide")
     services.configure_app_logging()
     entry.mark_entered()
     try:
