@@ -112,6 +112,16 @@ def evaluate_rule(services: Services, rule_id: int, now: datetime, *, dry_run: b
         template_source = (TemplateSource(subject=template.subject, html=template.html, text=template.text)
                            if template else None)
 
+    if template_source is None:
+        # Triggering now would fail every matched user's send; leaving them untriggered
+        # lets them get the email once a template is chosen.
+        report.error = (f"Rule {spec.name!r} has no email template, so nobody was triggered: "
+                        "pick a template in the rule builder")
+        log.error("rule evaluation skipped rule_id=%s rule=%r error=no template", rule_id, spec.name)
+        if not dry_run:
+            _record_failed_evaluation(services, report, now)
+        return report
+
     try:
         compiled = compile_condition(spec.condition, user_label=services.settings.user_label,
                                      scrape_interval_seconds=services.settings.scrape_interval)

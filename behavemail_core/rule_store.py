@@ -133,6 +133,10 @@ def _check_unique_name(session: Session, name: str, rule_id: int | None) -> None
 
 def set_enabled(session: Session, rule_id: int, enabled: bool, *, actor: str) -> Rule:
     rule = _existing(session, rule_id)
+    if enabled and rule.template_id is None:
+        raise RuleValidationError(
+            f"Rule {rule.name!r} has no email template: open it, pick a template and save, then enable it",
+            field="template")
     rule.enabled = enabled
     session.add(AuditEntry(actor=actor, action="rule.enable" if enabled else "rule.disable",
                            entity="rule", entity_id=rule_id, detail={"name": rule.name}))

@@ -311,3 +311,31 @@ def test_cycle_measures_closed_goals(services: Services) -> None:
     assert all(r.goal_measured_at is None for rs in before.values() for r in rs)
     # The history has no API requests at all, so nobody reached the default goal.
     assert all(r.goal_measured_at is not None and r.goal_reached is False for r in measured)
+
+
+def test_rule_without_template_triggers_nobody(services: Services) -> None:
+    with services.sessions() as session:
+        rule_id = rule_store.save_rule(session, RuleSpec(
+            name="No template", template=None, condition=condition_from_dict(
+                {"kind": "gauge", "metric": "api_quota_used_ratio", "op": ">", "threshold": 0.8})),
+            actor="test").id
+
+    report = evaluate_rule(services, rule_id, T1)
+
+    assert "has no email template" in report.error
+    assert sends(services) == {}
+    with services.sessions() as session:
+        errors = list(session.scalars(select(Evaluation.error).where(Evaluation.rule_id == rule_id)))
+    assert len(errors) == 1 and "pick a template" in errors[0]
+
+
+def test_enabling_rule_without_template_refused(services: Services) -> None:
+    from behavemail_core.errors import RuleValidationError
+
+    with services.sessions() as session:
+        rule_id = rule_store.save_rule(session, RuleSpec(
+            name="No template", template=None, enabled=False, condition=condition_from_dict(
+                {"kind": "gauge", "metric": "api_quota_used_ratio", "op": ">", "threshold": 0.8})),
+            actor="test").id
+        with pytest.raises(RuleValidationError, match="has no email template"):
+            rule_store.set_enabled(session, rule_id, True, actor="test")
