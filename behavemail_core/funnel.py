@@ -401,3 +401,20 @@ def _as_date(value: Any) -> date:
 
 def _rate(reached: int, measured: int) -> float | None:
     return reached / measured if measured else None
+
+
+def holdout_verdict(comparison: HoldoutComparison) -> str:
+    """Call the lift significant only when the test, the interval and the sample size all agree.
+
+    The z-test pools both groups while the interval does not, so near 5 % they can
+    disagree; with too few users neither is reliable.
+    """
+    interval = comparison.confidence_interval_points
+    excludes_zero = interval is not None and (interval[0] > 0 or interval[1] < 0)
+    if not comparison.enough_data:
+        return "too few users to judge"
+    if comparison.p_value < 0.05 and excludes_zero:
+        return "significant at 5 %"
+    if comparison.p_value < 0.05:
+        return "borderline: the interval still includes no lift"
+    return "not significant at 5 %"

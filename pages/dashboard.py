@@ -157,8 +157,7 @@ def holdout_summary(comparison: HoldoutComparison) -> str:
     if interval is not None:
         lines.append(f"95 % confidence interval: {interval[0]:+.1f} to {interval[1]:+.1f} points.")
     if comparison.p_value is not None:
-        verdict = "significant at 5 %" if comparison.p_value < 0.05 else "not significant at 5 %"
-        lines.append(f"Two-proportion z-test: p = {comparison.p_value:.3f} ({verdict}).")
+        lines.append(f"Two-proportion z-test: p = {comparison.p_value:.3f} ({funnel_queries.holdout_verdict(comparison)}).")
     lines.append(f"Emailed: {comparison.sent_reached:,} of {comparison.sent_measured:,} reached the goal. "
                  f"Control group: {comparison.held_out_reached:,} of {comparison.held_out_measured:,}.")
     if not comparison.enough_data:

@@ -36,7 +36,8 @@ def settings_page() -> None:
         st.markdown(f"**{title}**")
         table = pd.DataFrame([{"Setting": row["name"], "Value": row["value"], "Source": row["source"],
                                "What it sets": row["help"]} for row in group_rows])
-        st.table(table.set_index("Setting"))
+        # A dataframe shows values as plain text; st.table would render "Name <address>" as Markdown.
+        st.dataframe(table, hide_index=True, width="stretch")
 
     st.subheader("Access")
     if auth.oidc_configured():
