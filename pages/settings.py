@@ -34,10 +34,9 @@ def settings_page() -> None:
         if not group_rows:
             continue
         st.markdown(f"**{title}**")
-        table = pd.DataFrame([{"Setting": row["name"], "Value": row["value"], "Source": row["source"],
+        table = pd.DataFrame([{"Setting": row["name"], "Value": _plain(row["value"]), "Source": row["source"],
                                "What it sets": row["help"]} for row in group_rows])
-        # A dataframe shows values as plain text; st.table would render "Name <address>" as Markdown.
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.table(table.set_index("Setting"))
 
     st.subheader("Access")
     if auth.oidc_configured():
@@ -48,6 +47,11 @@ def settings_page() -> None:
         st.write("Passwords: BEHAVEMAIL_APP_PASSWORD gives the editor role, BEHAVEMAIL_VIEWER_PASSWORD "
                  "the read-only viewer role.")
     st.caption(auth.signed_in_text())
+
+
+def _plain(value: str) -> str:
+    """Escape Markdown in a value, since st.table renders cells as Markdown ("Name <address>")."""
+    return "".join(f"\\{char}" if char in "\\`*_[]<>#|" else char for char in value)
 
 
 entry.require_entry(__file__)

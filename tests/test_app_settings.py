@@ -42,12 +42,12 @@ def test_unreachable_prometheus_is_reported(app_env, monkeypatch: pytest.MonkeyP
 def test_settings_table_masks_secrets(app_env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BEHAVEMAIL_SMTP_PASSWORD", SMTP_PASSWORD)
     app = open_settings()
-    email = next(frame.value.set_index("Setting") for frame in app.dataframe
-                 if "BEHAVEMAIL_SMTP_PASSWORD" in frame.value["Setting"].values)
+    email = next(table.value for table in app.table if "BEHAVEMAIL_SMTP_PASSWORD" in table.value.index)
     row = email.loc["BEHAVEMAIL_SMTP_PASSWORD"]
-    assert row["Value"] == "****"
+    # Cells are Markdown, so the mask is escaped to show as four asterisks.
+    assert row["Value"] == "\\*\\*\\*\\*"
     assert row["Source"] == "environment"
     assert row["What it sets"] == SPECS_BY_NAME["BEHAVEMAIL_SMTP_PASSWORD"].help
-    table_text = "".join(frame.value.to_csv() for frame in app.dataframe)
+    table_text = "".join(table.value.to_csv() for table in app.table)
     assert SMTP_PASSWORD not in table_text
     assert app_env["BEHAVEMAIL_SECRET_KEY"] not in table_text
