@@ -26,9 +26,9 @@ class CycleReport:
     duration_ms: int = 0
 
 
-# Cycles start a few milliseconds later or earlier than the previous claim's
-# "now + interval"; without this slack a rule due at 12:05:00.004 would wait for
-# the cycle after 12:05:00.000.
+# Cycles start a few milliseconds earlier or later than the previous claim's
+# "now + interval". Without this slack, a rule due at 12:05:00.004 would wait for
+# the cycle after the one that started at 12:05:00.000.
 DUE_SLACK = timedelta(seconds=2)
 
 

@@ -28,7 +28,7 @@ class PrometheusError(BehavemailError):
 
 
 class PrometheusUnavailableError(PrometheusError):
-    """The Prometheus HTTP API did not answer (connection refused, timeout, 5xx)."""
+    """The Prometheus HTTP API could not be reached or failed (connection refused, timeout, 5xx)."""
 
 
 class PromQLError(PrometheusError):
@@ -36,7 +36,7 @@ class PromQLError(PrometheusError):
 
 
 class RuleValidationError(BehavemailError):
-    """A rule definition is invalid; the message says which field and why."""
+    """A rule definition is invalid. The message names the field and the reason."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -58,7 +58,7 @@ class AccountLookupError(BehavemailError):
 
 
 class DeliveryError(BehavemailError):
-    """A delivery backend failed; ``retryable`` says whether trying again can help."""
+    """A delivery backend failed. ``retryable`` is True when trying again can help."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)

@@ -41,7 +41,7 @@ def build(path: Path, count: int) -> None:
 
 
 def per_user(url: str, ids: list[str]) -> int:
-    """The naive alternative: one query per matched user."""
+    """Look each matched user up with a query of its own (the naive alternative)."""
     engine = create_engine(url)
     statement = text(DEMO_ACCOUNTS_QUERY).bindparams(bindparam("user_ids", expanding=True))
     found = 0

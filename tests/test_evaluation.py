@@ -326,7 +326,8 @@ def test_rule_without_template_triggers_nobody(services: Services) -> None:
     assert sends(services) == {}
     with services.sessions() as session:
         errors = list(session.scalars(select(Evaluation.error).where(Evaluation.rule_id == rule_id)))
-    assert len(errors) == 1 and "pick a template" in errors[0]
+    assert len(errors) == 1
+    assert "pick a template" in errors[0]
 
 
 def test_enabling_rule_without_template_refused(services: Services) -> None:

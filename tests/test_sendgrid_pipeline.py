@@ -89,7 +89,8 @@ def test_batches_dedupe_and_rate_limit(tmp_path: Path, prometheus_url: str) -> N
 
     assert report.matched == USERS
     assert [r.status for r in requests][0] == 429
-    assert len(slept) == 1 and 7 <= slept[0] <= 8
+    assert len(slept) == 1
+    assert 7 <= slept[0] <= 8
     assert [len(r.body["personalizations"]) for r in accepted] == [1000, 1000, 345]
     assert max(recipients.values()) == 1
     assert len(recipients) == USERS - 1

@@ -1,4 +1,4 @@
-"""What every delivery backend takes and returns."""
+"""The input and output types shared by every delivery backend."""
 
 from __future__ import annotations
 
